@@ -1,0 +1,131 @@
+"""Parallel-beam geometry (ASTRA's convention)."""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+__all__ = ["ParallelBeamGeometry"]
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+class ParallelBeamGeometry(eqx.Module):
+    r"""2D parallel-beam geometry.
+
+    A ray at angle $\theta$ and detector coordinate $s$ is the line
+    $\{(x, y) : x\cos\theta + y\sin\theta = s\}$, with pixel-centre coordinates
+    $x = \mathrm{col} - (W-1)/2$, $y = (H-1)/2 - \mathrm{row}$ (unit pixels, row 0 at the top) and
+    detector bin $d$ at $s_d = (d - (D-1)/2)\,\Delta s + s_0$. This is ASTRA's ``parallel``
+    geometry. `angles`, `detector_spacing` ($\Delta s$) and `detector_offset` ($s_0$, a
+    centre-of-rotation shift in pixel units) are array leaves: they can be traced, vmapped over and
+    differentiated. `shape` and `num_detectors` are static.
+
+    Example:
+        >>> geom = ParallelBeamGeometry.uniform((128, 128), num_angles=30, num_detectors=183)
+        >>> geom.angles.shape, geom.num_detectors
+        ((30,), 183)
+
+    A batch of geometries (for `jax.vmap`) is built by vmapping the constructor:
+    ``jax.vmap(lambda a: ParallelBeamGeometry((64, 64), a, 91))(angle_sets)``.
+    """
+
+    angles: Float[Array, " angles"]
+    detector_spacing: Float[Array, ""]
+    detector_offset: Float[Array, ""]
+    shape: tuple[int, int] = eqx.field(static=True)
+    num_detectors: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        angles,
+        num_detectors: int | None = None,
+        detector_spacing=1.0,
+        detector_offset=0.0,
+    ):
+        shape = _check_shape(shape)
+        if num_detectors is None:
+            num_detectors = math.ceil(math.hypot(*shape))
+        if isinstance(num_detectors, bool) or not isinstance(num_detectors, (int, np.integer)):
+            raise TypeError(f"num_detectors must be an int, got {num_detectors!r}")
+        if num_detectors <= 0:
+            raise ValueError(f"num_detectors must be positive, got {num_detectors}")
+        angles = jnp.asarray(angles)
+        if not jnp.issubdtype(angles.dtype, jnp.floating):
+            angles = angles.astype(jnp.result_type(float))
+        if angles.ndim != 1 or angles.shape[0] == 0:
+            raise ValueError(
+                f"angles must be a non-empty 1-D array (num_angles,), got shape {angles.shape}; "
+                "to batch geometries, vmap the constructor"
+            )
+        if _is_concrete(angles) and not bool(jnp.all(jnp.isfinite(angles))):
+            raise ValueError("angles must be finite, got non-finite values")
+        detector_spacing = jnp.asarray(detector_spacing, dtype=angles.dtype)
+        detector_offset = jnp.asarray(detector_offset, dtype=angles.dtype)
+        if detector_spacing.ndim != 0 or detector_offset.ndim != 0:
+            raise ValueError(
+                "detector_spacing and detector_offset must be scalars, got shapes "
+                f"{detector_spacing.shape} and {detector_offset.shape}"
+            )
+        if _is_concrete(detector_spacing) and not float(detector_spacing) > 0:
+            raise ValueError(f"detector_spacing must be positive and finite, got {float(detector_spacing)}")
+        if _is_concrete(detector_offset) and not math.isfinite(float(detector_offset)):
+            raise ValueError(f"detector_offset must be finite, got {float(detector_offset)}")
+        self.angles = angles
+        self.detector_spacing = detector_spacing
+        self.detector_offset = detector_offset
+        self.shape = shape
+        self.num_detectors = int(num_detectors)
+
+    @classmethod
+    def uniform(
+        cls,
+        shape: tuple[int, int],
+        num_angles: int,
+        num_detectors: int | None = None,
+        detector_spacing=1.0,
+        detector_offset=0.0,
+        dtype=None,
+    ) -> ParallelBeamGeometry:
+        r"""Angles $k\pi/\text{num\_angles}$, $k = 0, \dots, \text{num\_angles}-1$.
+
+        `num_detectors` defaults to $\lceil\sqrt{H^2 + W^2}\rceil$ (every ray through the image).
+        """
+        if isinstance(num_angles, bool) or not isinstance(num_angles, (int, np.integer)) or num_angles <= 0:
+            raise ValueError(f"num_angles must be a positive int, got {num_angles!r}")
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        angles = jnp.arange(num_angles, dtype=dtype) * (jnp.pi / num_angles)
+        return cls(shape, angles, num_detectors, detector_spacing, detector_offset)
+
+    @property
+    def num_angles(self) -> int:
+        return self.angles.shape[-1]
+
+    @property
+    def sinogram_shape(self) -> tuple[int, int]:
+        return (self.num_angles, self.num_detectors)
+
+    def detector_positions(self) -> Float[Array, " detectors"]:
+        """Detector-bin centres $s_d$ in pixel units, shape `(num_detectors,)`."""
+        d = jnp.arange(self.num_detectors, dtype=self.angles.dtype)
+        return (d - (self.num_detectors - 1) / 2) * self.detector_spacing + self.detector_offset
+
+
+def _check_shape(shape) -> tuple[int, int]:
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be a pair of ints (H, W), got {shape!r}") from None
+    if len(shape) != 2 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in shape):
+        raise TypeError(f"shape must be a pair of ints (H, W), got {shape!r}")
+    if min(shape) <= 0:
+        raise ValueError(f"shape must be positive, got {shape}")
+    return (int(shape[0]), int(shape[1]))
