@@ -28,6 +28,10 @@ class ParallelBeamGeometry(eqx.Module):
     centre-of-rotation shift in pixel units) are array leaves: they can be traced, vmapped over and
     differentiated. `shape` and `num_detectors` are static.
 
+    `min_detector_spacing` (static, default: the given spacing, or 0.5 if it is traced) is a lower
+    bound the spacing may never go below: it fixes how many detector bins the exact adjoint reads
+    per pixel ($\lceil 2/\text{min}\rceil$). Set it lower when the spacing will be learned.
+
     Example:
         >>> geom = ParallelBeamGeometry.uniform((128, 128), num_angles=30, num_detectors=183)
         >>> geom.angles.shape, geom.num_detectors
@@ -42,6 +46,7 @@ class ParallelBeamGeometry(eqx.Module):
     detector_offset: Float[Array, ""]
     shape: tuple[int, int] = eqx.field(static=True)
     num_detectors: int = eqx.field(static=True)
+    min_detector_spacing: float = eqx.field(static=True)
 
     def __init__(
         self,
@@ -50,6 +55,7 @@ class ParallelBeamGeometry(eqx.Module):
         num_detectors: int | None = None,
         detector_spacing=1.0,
         detector_offset=0.0,
+        min_detector_spacing: float | None = None,
     ):
         shape = _check_shape(shape)
         if num_detectors is None:
@@ -84,6 +90,13 @@ class ParallelBeamGeometry(eqx.Module):
         self.detector_offset = detector_offset
         self.shape = shape
         self.num_detectors = int(num_detectors)
+        if min_detector_spacing is None:
+            min_detector_spacing = float(detector_spacing) if _is_concrete(detector_spacing) else 0.5
+        if not 0 < float(min_detector_spacing) <= (float(detector_spacing) if _is_concrete(detector_spacing) else math.inf):
+            raise ValueError(
+                f"min_detector_spacing must be in (0, detector_spacing], got {min_detector_spacing}"
+            )
+        self.min_detector_spacing = float(min_detector_spacing)
 
     @classmethod
     def uniform(
