@@ -15,21 +15,23 @@ in $d$, only the bins with $|d - d^*| < 1/|\beta|$, $d^* = (q - c_0 - k\gamma)/\
 there are at most $\lceil 2/\Delta s\rceil$ of them. So both directions are gathers (XLA's fast
 path on CPU), and `backproject` is the exact transpose of `radon`: the dot test holds to rounding.
 
-**Differentiation.** `radon` and `backproject` are linear in the image/sinogram with a custom
-transpose (`jax.custom_derivatives.linear_call`), so reverse mode through either never builds a
-scatter; derivatives with respect to the geometry (angles, detector spacing and offset) come from
-differentiating the interpolation weights (the piecewise-linear interpolant's derivative).
+**Differentiation.** `radon` and `backproject` are two JAX primitives, each the other's transpose,
+so reverse mode through either never builds a scatter, at any order and under `vmap`. Derivatives
+with respect to the geometry (angles, detector spacing and offset) differentiate the interpolation
+weights (the piecewise-linear interpolant's derivative, defined almost everywhere).
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
+from functools import lru_cache, partial
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax.custom_derivatives import linear_call
+from jax.core import ShapedArray
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
 from jaxtyping import Array, Float
 
 from .geometry import ParallelBeamGeometry
@@ -65,12 +67,13 @@ def _angle_params(angles, spacing, offset, shape, num_detectors):
     return c0, beta, gamma, weight, by_cols
 
 
-def _forward(x, angles, spacing, offset, *, shape, num_detectors, unroll):
+def _forward(x, angles, spacing, offset, *, shape, num_detectors, unroll, taps):
+    del taps  # only the adjoint needs it
     h, w = shape
     m = max(h, w)
     n_steps = -(-m // unroll)
     width = n_steps * unroll + 2 * _PAD  # zero border; lines beyond the image read zeros
-    xp = jnp.zeros((width, width), x.dtype).at[_PAD : _PAD + h, _PAD : _PAD + w].set(x).ravel()
+    xp = jnp.pad(x, ((_PAD, width - _PAD - h), (_PAD, width - _PAD - w))).ravel()
     c0, beta, gamma, weight, by_cols = (a[:, None] for a in _angle_params(angles, spacing, offset, shape, num_detectors))
     d = jnp.arange(num_detectors, dtype=c0.dtype)[None, :]
     step_k = jnp.where(by_cols, 1, width)  # flat stride between lines
@@ -127,62 +130,87 @@ def _adjoint(y, angles, spacing, offset, *, shape, num_detectors, unroll, taps):
     return jax.lax.fori_loop(0, n_steps, body, jnp.zeros((h, w), y.dtype))
 
 
-def _statics(geom: ParallelBeamGeometry, unroll):
+def _statics(geom: ParallelBeamGeometry, unroll) -> dict:
     unroll = 4 if unroll is None else unroll
     if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
         raise ValueError(f"unroll must be a positive int, got {unroll!r}")
-    return dict(shape=geom.shape, num_detectors=geom.num_detectors, unroll=unroll)
+    return dict(shape=geom.shape, num_detectors=geom.num_detectors, unroll=unroll, taps=_num_taps(geom))
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(4,))
-def _radon(x, angles, spacing, offset, statics):
-    return _forward(x, angles, spacing, offset, **statics[0])
+# Two primitives, each the other's transpose. Every input has a leading batch axis (vmap folds into
+# it), so a gradient, a vmap, or a vmap of a gradient always runs the same gather loops.
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(4,))
-def _backproject(y, angles, spacing, offset, statics):
-    return _adjoint(y, angles, spacing, offset, **statics[0], taps=statics[1])
+def _define(name: str, raw, out_shape):
+    def run(v, angles, spacing, offset, **statics):
+        return jax.vmap(partial(raw, **statics))(v, angles, spacing, offset)
+
+    prim = Primitive(name)
+    jitted = lru_cache(maxsize=None)(lambda items: jax.jit(partial(run, **dict(items))))
+    prim.def_impl(lambda *args, **statics: jitted(tuple(sorted(statics.items())))(*args))
+    prim.def_abstract_eval(
+        lambda v, angles, *_, **statics: ShapedArray((v.shape[0],) + out_shape(angles, statics), v.dtype)
+    )
+    mlir.register_lowering(prim, mlir.lower_fun(run, multiple_results=False))
+
+    def batch_rule(args, dims, **statics):
+        size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+        folded = []
+        for a, d in zip(args, dims):
+            a = jnp.broadcast_to(a, (size,) + a.shape) if d is None else jnp.moveaxis(a, d, 0)
+            folded.append(a.reshape((size * a.shape[1],) + a.shape[2:]))
+        out = prim.bind(*folded, **statics)
+        return out.reshape((size, -1) + out.shape[1:]), 0
+
+    batching.primitive_batchers[prim] = batch_rule
+    return prim, run
 
 
-def _fwd_lin(statics, geo, x):
-    return _radon(x, *geo, statics)
+radon_p, _run_forward = _define(
+    "jaxrecon_radon", _forward, lambda angles, st: (angles.shape[1], st["num_detectors"])
+)
+backproject_p, _run_adjoint = _define("jaxrecon_backproject", _adjoint, lambda angles, st: tuple(st["shape"]))
 
 
-def _adj_lin(statics, geo, y):
-    return _backproject(y, *geo, statics)
+def _jvp_rule(prim, run, primals, tangents, **statics):
+    v, *geo = primals
+    dv, *dgeo = tangents
+    out = prim.bind(v, *geo, **statics)
+    dout = None
+    if type(dv) is not ad.Zero:  # linear in v: the same primitive on the tangent
+        dout = prim.bind(dv, *geo, **statics)
+    live = [i for i, t in enumerate(dgeo) if type(t) is not ad.Zero]
+    if live:  # the geometry moves the interpolation weights: differentiate them
+
+        def of_geo(*g_live):
+            g = list(geo)
+            for i, gi in zip(live, g_live):
+                g[i] = gi
+            return run(v, *g, **statics)
+
+        _, dgeo_out = jax.jvp(of_geo, tuple(geo[i] for i in live), tuple(dgeo[i] for i in live))
+        dout = dgeo_out if dout is None else dout + dgeo_out
+    return out, ad.Zero.from_primal_value(out) if dout is None else dout
 
 
-@_radon.defjvp
-def _radon_jvp(statics, primals, tangents):
-    x, *geo = primals
-    dx, *dgeo = tangents
-    out = _radon(x, *geo, statics)
-    dout = linear_call(partial(_fwd_lin, statics), partial(_adj_lin, statics), tuple(geo), dx)
-    _, dgeo_out = jax.jvp(lambda *g: _forward(x, *g, **statics[0]), tuple(geo), tuple(dgeo))
-    return out, dout + dgeo_out
+def _transpose_rule(partner, ct, v, *geo, **statics):
+    if any(ad.is_undefined_primal(g) for g in geo):
+        raise NotImplementedError("the Radon transform is not linear in its geometry")
+    if type(ct) is ad.Zero:
+        return (ad.Zero(v.aval), None, None, None)
+    return (partner.bind(ct, *geo, **statics), None, None, None)
 
 
-@_backproject.defjvp
-def _backproject_jvp(statics, primals, tangents):
-    y, *geo = primals
-    dy, *dgeo = tangents
-    out = _backproject(y, *geo, statics)
-    dout = linear_call(partial(_adj_lin, statics), partial(_fwd_lin, statics), tuple(geo), dy)
-    _, dgeo_out = jax.jvp(lambda *g: _adjoint(y, *g, **statics[0], taps=statics[1]), tuple(geo), tuple(dgeo))
-    return out, dout + dgeo_out
-
-
-class _Statics(tuple):
-    """Hashable static configuration passed through custom_jvp's nondiff_argnums."""
-
-    def __hash__(self):
-        return hash((tuple(sorted(self[0].items())), self[1]))
+ad.primitive_jvps[radon_p] = partial(_jvp_rule, radon_p, _run_forward)
+ad.primitive_jvps[backproject_p] = partial(_jvp_rule, backproject_p, _run_adjoint)
+ad.primitive_transposes[radon_p] = partial(_transpose_rule, backproject_p)
+ad.primitive_transposes[backproject_p] = partial(_transpose_rule, radon_p)
 
 
 def _prepare(geom, unroll):
     if not isinstance(geom, ParallelBeamGeometry):
         raise TypeError(f"geom must be a ParallelBeamGeometry, got {type(geom).__name__}")
-    statics = _Statics((_statics(geom, unroll), _num_taps(geom)))
+    statics = _statics(geom, unroll)
     spacing = geom.detector_spacing
     if isinstance(spacing, jax.core.Tracer):
         spacing = eqx.error_if(
@@ -226,8 +254,8 @@ def radon(
     """
     statics, geo = _prepare(geom, unroll)
     x = _check_array(x, geom.shape, "radon", "an image")
-    geo = tuple(jnp.asarray(g, x.dtype) for g in geo)
-    return _radon(x, *geo, statics)
+    geo = tuple(jnp.asarray(g, x.dtype)[None] for g in geo)
+    return radon_p.bind(x[None], *geo, **statics)[0]
 
 
 def backproject(
@@ -244,8 +272,8 @@ def backproject(
     """
     statics, geo = _prepare(geom, unroll)
     y = _check_array(y, geom.sinogram_shape, "backproject", "a sinogram")
-    geo = tuple(jnp.asarray(g, y.dtype) for g in geo)
-    return _backproject(y, *geo, statics)
+    geo = tuple(jnp.asarray(g, y.dtype)[None] for g in geo)
+    return backproject_p.bind(y[None], *geo, **statics)[0]
 
 
 class RadonTransform(LinearOperator):
