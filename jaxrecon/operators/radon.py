@@ -245,7 +245,8 @@ def radon(
 
     Matches ASTRA's CPU `linear` projector (Joseph's method). Jittable, vmappable over images and
     over geometries, differentiable in `x` and in the geometry's arrays; its transpose is
-    `backproject` (exact). `unroll` (static) sets how many angles are processed together.
+    `backproject` (exact). `unroll` (static, default 4) is how many image lines one loop step
+    handles; it changes speed, not results.
 
     Example:
         >>> geom = ParallelBeamGeometry.uniform((64, 64), num_angles=30)

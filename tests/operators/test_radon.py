@@ -210,3 +210,40 @@ def eqx_replace_spacing(geom, value):
     import equinox as eqx
 
     return eqx.tree_at(lambda g: g.detector_spacing, geom, jnp.asarray(value, geom.angles.dtype))
+
+
+def _refined_geometry(n):
+    # The same physical geometry at every resolution: 57 bins spaced 0.05 in units where the image is [-1, 1]^2.
+    angles = jnp.linspace(0.05, jnp.pi, 23, endpoint=False, dtype=jnp.float64)
+    return ParallelBeamGeometry((n, n), angles, 57, detector_spacing=0.05 * n / 2)
+
+
+def test_second_order_convergence_on_a_smooth_phantom():
+    # An off-centre Gaussian has a closed-form Radon transform; a half-pixel offset or a flipped axis
+    # would show up as first-order convergence or no convergence.
+    x0, y0, sigma = 0.23, -0.17, 0.15
+    errors = []
+    for n in (32, 64, 128):
+        h = n / 2
+        cols, rows = (jnp.arange(n) - (n - 1) / 2) / h, ((n - 1) / 2 - jnp.arange(n)) / h
+        img = jnp.exp(-((cols[None, :] - x0) ** 2 + (rows[:, None] - y0) ** 2) / (2 * sigma**2))
+        geom = _refined_geometry(n)
+        s = geom.detector_positions() / h
+        s0 = x0 * jnp.cos(geom.angles) + y0 * jnp.sin(geom.angles)
+        exact = jnp.sqrt(2 * jnp.pi) * sigma * jnp.exp(-((s[None] - s0[:, None]) ** 2) / (2 * sigma**2)) * h
+        errors.append(rel(radon(img, geom), exact))
+    rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert np.all(rates > 1.9), (errors, rates)
+    assert errors[-1] < 1e-3
+
+
+def test_converges_to_the_analytic_ellipse_sinogram():
+    from jaxrecon.phantoms import ellipse_sinogram, random_ellipse_phantom, rasterize, shepp_logan_ellipses
+
+    for phantom in (shepp_logan_ellipses(jnp.float64), random_ellipse_phantom(jax.random.PRNGKey(3), (64, 64), "dival")):
+        errors = []
+        for n in (32, 64, 128):
+            geom = _refined_geometry(n)
+            errors.append(rel(radon(rasterize(phantom, (n, n), supersample=2), geom), ellipse_sinogram(phantom, geom)))
+        assert errors[0] > errors[1] > errors[2], errors
+        assert errors[2] < 0.6 * errors[0] ** 1 and errors[2] < 0.05, errors
