@@ -118,6 +118,13 @@ class ParallelBeamGeometry(eqx.Module):
         angles = jnp.arange(num_angles, dtype=dtype) * (jnp.pi / num_angles)
         return cls(shape, angles, num_detectors, detector_spacing, detector_offset)
 
+    def with_angles(self, angles) -> ParallelBeamGeometry:
+        """The same detector and image with other angles (e.g. a block of angles for ART/SGD; traceable)."""
+        return ParallelBeamGeometry(
+            self.shape, angles, self.num_detectors, self.detector_spacing, self.detector_offset,
+            min_detector_spacing=self.min_detector_spacing,
+        )
+
     @property
     def num_angles(self) -> int:
         return self.angles.shape[-1]

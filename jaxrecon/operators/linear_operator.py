@@ -263,10 +263,15 @@ def operator_norm(op: LinearOperator, key: PRNGKeyArray | None = None, num_iter:
     Example:
         >>> operator_norm(MatrixOperator(jnp.diag(jnp.array([3.0, 1.0]))))  # ~ 3.0
     """
-    if num_iter < 1:
-        raise ValueError(f"num_iter must be >= 1, got {num_iter}")
+    if isinstance(num_iter, bool) or not isinstance(num_iter, int) or num_iter < 1:
+        raise ValueError(f"num_iter must be a positive int, got {num_iter!r}")
     key = jax.random.PRNGKey(0) if key is None else key
-    dtype = jnp.result_type(float) if dtype is None else dtype
+    dtype = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
+    return _power_iteration(op, key, num_iter, dtype)
+
+
+@eqx.filter_jit  # compiled once per operator structure (an eager scan recompiles every call)
+def _power_iteration(op, key, num_iter, dtype):
     x = _random_like(key, op.in_shape, dtype, op.in_complex)
     x = x / jnp.linalg.norm(x)
 

@@ -101,6 +101,8 @@ def _forward(x, angles, spacing, offset, *, shape, num_detectors, unroll, taps):
 def _adjoint(y, angles, spacing, offset, *, shape, num_detectors, unroll, taps):
     h, w = shape
     n_angles = angles.shape[0]
+    if n_angles < 4 * unroll:  # a small angle block (ART/SGD): the largest unroll that divides it, no padding
+        unroll = max(u for u in range(1, unroll + 1) if n_angles % u == 0)
     n_steps = -(-n_angles // unroll)
     pad = n_steps * unroll - n_angles  # padded angles carry zero data and zero weight
     c0, beta, gamma, weight, by_cols = _angle_params(angles, spacing, offset, shape, num_detectors)

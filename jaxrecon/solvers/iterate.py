@@ -6,6 +6,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array
 
 __all__ = ["Solution", "iterate", "check_max_iter", "check_non_negative"]
@@ -40,9 +41,9 @@ def check_max_iter(max_iter) -> int:
 
 def check_non_negative(value, name: str):
     """Raise for a negative concrete parameter; traced values (vmap over parameters) pass through."""
-    if not isinstance(value, jax.core.Tracer):
-        v = jnp.asarray(value)
-        if v.size and (not bool(jnp.all(jnp.isfinite(v))) or bool(jnp.any(v < 0))):
+    if not isinstance(value, jax.core.Tracer):  # NumPy, not jnp: jnp ops are traced inside jit
+        v = np.asarray(value)
+        if v.size and (not np.all(np.isfinite(v)) or np.any(v < 0)):
             raise ValueError(f"{name} must be finite and non-negative, got {value!r}")
     return value
 

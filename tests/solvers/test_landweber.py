@@ -92,3 +92,11 @@ def test_bad_input():
         landweber(op, jnp.ones(3), max_iter=0)
     with pytest.raises(ValueError, match="delta must be finite and non-negative"):
         landweber(op, jnp.ones(3), delta=-1.0)
+
+
+def test_jit_with_default_parameters():
+    # Parameter checks must not call bool() on jnp values: jnp ops are traced inside jit.
+    op = MatrixOperator(jnp.asarray(well_conditioned()))
+    y = jax.random.normal(jax.random.PRNGKey(0), (30,))
+    np.testing.assert_allclose(jax.jit(lambda y: landweber(op, y, delta=0.1, tol=1e-9).x)(y),
+                               landweber(op, y, delta=0.1, tol=1e-9).x, atol=1e-12)
