@@ -13,11 +13,14 @@ from .proximal import (
     prox_nonnegative_l1,
     soft_threshold,
 )
+from .gradient import FiniteDifference, finite_difference, finite_difference_adjoint
 from .sgd import minibatch_gradient, sgd
 from .tikhonov import SVD, as_matrix, cgls, decompose, nonnegative_tikhonov, svd_filter, tikhonov, tsvd
+from .tv import total_variation, tv_denoise, tv_pdhg
 from .wavelets import WAVELETS, WaveletTransform, max_level, wavedec2, wavelet_filters, waverec2
 
 __all__ = [
+    "FiniteDifference",
     "SVD",
     "Solution",
     "WAVELETS",
@@ -27,6 +30,8 @@ __all__ = [
     "cgls",
     "decompose",
     "duality_map",
+    "finite_difference",
+    "finite_difference_adjoint",
     "fista",
     "ista",
     "iterate",
@@ -45,7 +50,10 @@ __all__ = [
     "soft_threshold",
     "svd_filter",
     "tikhonov",
+    "total_variation",
     "tsvd",
+    "tv_denoise",
+    "tv_pdhg",
     "wavedec2",
     "wavelet_filters",
     "waverec2",
