@@ -1,0 +1,321 @@
+"""Classical regularisation on the Adler-Öktem CT problem, with parameters chosen on held-out data.
+
+Problem: Shepp-Logan 128 x 128, parallel beam, 30 angles in [0, pi), 183 detectors, 5% relative
+Gaussian noise, data from the exact analytic sinogram (no inverse crime). TSVD runs on the 64 x 64
+version of the problem (30 angles, 92 detectors) because its dense matrix is then 2760 x 4096.
+
+Parameter rule (documented, not tuned on the test phantom): for each method, every value of its grid
+is run on --held-out random-ellipse phantoms ("dival" preset, values in [0, 1] like Shepp-Logan,
+simulated the same way with their own analytic sinograms and noise); the value with the best mean
+PSNR is used on Shepp-Logan.
+
+    python benchmarks/classical.py                # full run
+    python benchmarks/classical.py --quick        # smaller grids and fewer iterations (a check)
+
+Writes benchmarks/results/classical.json, classical.md and classical.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import platform
+import time
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrecon.metrics import psnr, ssim
+from jaxrecon.operators import ParallelBeamGeometry, RadonTransform, fbp, gaussian_noise, operator_norm
+from jaxrecon.phantoms import ellipse_sinogram, random_ellipse_phantom, rasterize, shepp_logan_ellipses
+
+N, ANGLES, DETECTORS, NOISE = 128, 30, 183, 0.05
+
+
+class Problem(NamedTuple):
+    geom: ParallelBeamGeometry
+    op: RadonTransform
+    x: jnp.ndarray  # ground truth image
+    y: jnp.ndarray  # noisy sinogram
+    delta: jnp.ndarray  # ||y - y_exact||
+
+
+def simulate(phantom, n, num_detectors, key) -> Problem:
+    geom = ParallelBeamGeometry.uniform((n, n), ANGLES, num_detectors, dtype=jnp.float32)
+    exact = ellipse_sinogram(phantom, geom).astype(jnp.float32)
+    y = gaussian_noise(key, exact, NOISE)
+    # Truth: pixel averages of the continuous phantom (4x4 supersampling), the image the exact line
+    # integrals belong to; point samples of Shepp-Logan are themselves only ~26 dB from it.
+    return Problem(geom, RadonTransform(geom), rasterize(phantom, (n, n), supersample=4).astype(jnp.float32), y,
+                   jnp.linalg.norm(y - exact))
+
+
+def problems(n, num_detectors, held_out):
+    test = simulate(shepp_logan_ellipses(jnp.float32), n, num_detectors, jax.random.PRNGKey(0))
+    train = [simulate(random_ellipse_phantom(jax.random.PRNGKey(1000 + i), (n, n), "dival", dtype=jnp.float32),
+                      n, num_detectors, jax.random.PRNGKey(2000 + i)) for i in range(held_out)]
+    return test, train
+
+
+class Method(NamedTuple):
+    name: str
+    grid: list  # parameter values to choose from
+    run: Callable  # run(problem, param) -> (x, iterations)
+    param_name: str
+    small: bool = False  # runs on the 64 x 64 problem
+
+
+def _timed(fn, repeats=3):
+    out = fn()
+    jax.block_until_ready(out)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        ts.append(time.perf_counter() - t0)
+    return out, float(np.median(ts))
+
+
+def select(method: Method, train: list[Problem]):
+    scores = []
+    for p in method.grid:
+        vals = [float(psnr(method.run(prob, p)[0], prob.x, data_range=1.0)) for prob in train]
+        scores.append(float(np.mean(vals)))
+    best = int(np.argmax(scores))
+    return method.grid[best], dict(zip(map(str, method.grid), scores))
+
+
+def _norm2(op):
+    return float(operator_norm(op, num_iter=100)) ** 2
+
+
+def methods(norm2: float, quick: bool) -> list[Method]:
+    """The methods, their parameter grids (scaled by ||A||^2 where the parameter has data units) and runners."""
+    from jaxrecon import solvers as S
+
+    rel = lambda lo, hi, k: [float(c * norm2) for c in np.logspace(lo, hi, k)]
+    it = (lambda full, small: small) if quick else (lambda full, small: full)
+
+    @jax.jit
+    def tikhonov(y, alpha, op):
+        return S.cgls(op, y, alpha=alpha, max_iter=it(200, 50), tol=1e-6)
+
+    # ||A|| is computed once (norm2) and passed in, so no call repeats the power iteration.
+    @jax.jit
+    def landweber(y, delta, tau, op):
+        return S.landweber(op, y, step=1 / norm2, max_iter=it(3000, 500), delta=delta, tau=tau)
+
+    @jax.jit
+    def fista(y, alpha, op):
+        return S.fista(op, y, alpha, wavelet="db2", levels=4, step=1 / norm2, max_iter=it(300, 60))
+
+    @jax.jit
+    def tv(y, alpha, op):
+        return S.tv_pdhg(op, y, alpha, nonnegative=True, op_norm=math.sqrt(norm2), max_iter=it(1000, 150))
+
+    @jax.jit
+    def banach(y, delta, p, op):
+        return S.banach_landweber(op, y, p, op_norm=math.sqrt(norm2), max_iter=it(3000, 500), delta=delta, tau=1.0)
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def _sart(y, op, sweeps):
+        return S.sart(op, y, relaxation=1.0, nonnegative=True, max_iter=sweeps)
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def _sgd(y, op, steps):
+        return S.sgd(op, y, batch_size=5, key=jax.random.PRNGKey(7), max_iter=steps)
+
+    sart = lambda prob, sweeps: _sart(prob.y, prob.op, sweeps)
+    sgd = lambda prob, steps: _sgd(prob.y, prob.op, steps)
+
+    def out(sol):
+        return sol.x, int(sol.iterations)
+
+    return [
+        Method("FBP (Hann)", ["hann"], lambda p, f: (fbp(p.y, p.geom, f), 1), "filter"),
+        Method("Tikhonov (CGLS)", rel(-4, 0, it(9, 4)), lambda p, a: out(tikhonov(p.y, a, p.op)), "alpha"),
+        Method("TSVD (64x64)", [100, 200, 400, 700, 1000, 1500, 2000], lambda p, r: (tsvd_run(p, r), 1), "rank", small=True),
+        Method("Landweber + discrepancy", [1.0, 1.1, 1.25, 1.5, 2.0], lambda p, t: out(landweber(p.y, p.delta, t, p.op)), "tau"),
+        Method("SART (block Kaczmarz)", it([1, 2, 3, 5, 8, 12, 20], [1, 3]), lambda p, k: out(sart(p, k)), "sweeps"),
+        Method("SGD (5 angles/step)", it([60, 250, 1000], [60, 250]), lambda p, k: out(sgd(p, k)), "steps"),
+        Method("FISTA (db2 wavelets)", rel(-4, -1, it(7, 3)), lambda p, a: out(fista(p.y, a, p.op)), "alpha"),
+        Method("TV (PDHG)", rel(-3.5, -1, it(8, 3)), lambda p, a: out(tv(p.y, a, p.op)), "alpha"),
+        Method("Banach Landweber + discrepancy", [1.2, 1.5, 1.8, 2.0], lambda p, q: out(banach(p.y, p.delta, q, p.op)), "p"),
+    ]
+
+
+_SVD = {}
+
+
+def tsvd_run(prob, rank):
+    from jaxrecon.solvers import tsvd
+
+    return tsvd(tsvd_svd(prob), prob.y, rank)
+
+
+def tsvd_svd(prob):
+    from jaxrecon.solvers import decompose
+
+    if prob.geom.shape not in _SVD:
+        _SVD[prob.geom.shape] = decompose(prob.op)
+    return _SVD[prob.geom.shape]
+
+
+def path_timing(prob: Problem, prob64: Problem, norm2: float, quick: bool) -> dict:
+    """A regularisation path over 16 alphas: one vmapped call vs 16 separate calls of one jitted solver."""
+    from jaxrecon import solvers as S
+
+    alphas = jnp.asarray(np.logspace(-4, -1, 16) * norm2, jnp.float32)
+    iters = 30 if quick else 100
+    res = {}
+    svd = tsvd_svd(prob64)
+    alphas64 = jnp.asarray(np.logspace(-2, 2, 16), jnp.float32)
+    single = jax.jit(lambda y, a, svd: S.tikhonov(svd, y, a))
+    path = jax.jit(jax.vmap(lambda y, a, svd: S.tikhonov(svd, y, a), (None, 0, None)))
+    x_path, t_path = _timed(lambda: path(prob64.y, alphas64, svd))
+    _, t_single = _timed(lambda: [single(prob64.y, a, svd) for a in alphas64])
+    diff = max(float(jnp.max(jnp.abs(x_path[i] - single(prob64.y, a, svd)))) for i, a in enumerate(alphas64))
+    res["Tikhonov (SVD, 64x64)"] = dict(vmapped_seconds=t_path, separate_seconds=t_single, speedup=t_single / t_path,
+                                        max_abs_difference=diff)
+    for name, solve in [
+        ("Tikhonov (CGLS, %d it.)" % iters, lambda y, a, op: S.cgls(op, y, alpha=a, max_iter=iters).x),
+        ("TV (PDHG, %d it.)" % iters, lambda y, a, op: S.tv_pdhg(op, y, a, nonnegative=True, max_iter=iters).x),
+    ]:
+        single = jax.jit(solve)
+        path = jax.jit(jax.vmap(solve, (None, 0, None)))
+        x_path, t_path = _timed(lambda: path(prob.y, alphas, prob.op))
+        _, t_single = _timed(lambda: [single(prob.y, a, prob.op) for a in alphas])
+        diff = max(float(jnp.max(jnp.abs(x_path[i] - single(prob.y, a, prob.op)))) for i, a in enumerate(alphas))
+        res[name] = dict(vmapped_seconds=t_path, separate_seconds=t_single, speedup=t_single / t_path, max_abs_difference=diff)
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small grids and few iterations (a smoke run)")
+    ap.add_argument("--held-out", type=int, default=4, help="random-ellipse phantoms for the parameter choice")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    args = ap.parse_args(argv)
+    held_out = 2 if args.quick else args.held_out
+
+    test, train = problems(N, DETECTORS, held_out)
+    test64, train64 = problems(64, 92, held_out)
+    norm2 = _norm2(test.op)
+    rows, recons = [], {}
+    for m in methods(norm2, args.quick):
+        t_prob, t_train = (test64, train64) if m.small else (test, train)
+        t0 = time.perf_counter()
+        best, scores = select(m, t_train)
+        select_seconds = time.perf_counter() - t0
+        (x, iters), seconds = _timed(lambda: m.run(t_prob, best))
+        x = jnp.asarray(x)
+        row = dict(method=m.name, parameter=m.param_name, value=best, psnr=float(psnr(x, t_prob.x, data_range=1.0)),
+                   ssim=float(ssim(x, t_prob.x, data_range=1.0)), iterations=iters, seconds=seconds,
+                   image=f"{t_prob.geom.shape[0]}x{t_prob.geom.shape[1]}", held_out_mean_psnr=scores,
+                   selection_seconds=select_seconds)
+        rows.append(row)
+        recons[m.name] = np.asarray(x)
+        print(f"{m.name:32s} {m.param_name}={_fmt(best):<12s} PSNR {row['psnr']:6.2f} SSIM {row['ssim']:.3f} "
+              f"it {iters:5d} {seconds * 1e3:8.1f} ms", flush=True)
+
+    # Oracle (not a fair row): TV with alpha tuned on Shepp-Logan itself, to separate the method from the rule.
+    tv_method = next(m for m in methods(norm2, args.quick) if m.name == "TV (PDHG)")
+    oracle, oracle_scores = select(tv_method, [test])
+    (x, iters), seconds = _timed(lambda: tv_method.run(test, oracle))
+    rows.append(dict(method="TV (PDHG), oracle alpha", parameter="alpha", value=oracle,
+                     psnr=float(psnr(x, test.x, data_range=1.0)), ssim=float(ssim(x, test.x, data_range=1.0)),
+                     iterations=iters, seconds=seconds, image=f"{N}x{N}", held_out_mean_psnr=oracle_scores,
+                     selection_seconds=0.0))
+    recons[rows[-1]["method"]] = np.asarray(x)
+    print(f"TV oracle alpha={oracle:.4g} PSNR {rows[-1]['psnr']:.2f}", flush=True)
+
+    from jaxrecon import solvers as S
+
+    curve = S.landweber(test.op, test.y, max_iter=400 if args.quick else 3000, reference=test.x, history=True)
+    error_curve = np.asarray(curve.history["error"]) / float(jnp.linalg.norm(test.x))
+    path = path_timing(test, test64, norm2, args.quick)
+    for k, v in path.items():
+        print(f"path {k}: vmapped {v['vmapped_seconds'] * 1e3:.1f} ms, separate {v['separate_seconds'] * 1e3:.1f} ms, "
+              f"x{v['speedup']:.2f}", flush=True)
+
+    meta = dict(command="python benchmarks/classical.py" + (" --quick" if args.quick else ""),
+                problem=f"Shepp-Logan {N}x{N}, {ANGLES} angles in [0, pi), {DETECTORS} detectors, {NOISE:.0%} relative "
+                        "Gaussian noise, exact analytic sinogram",
+                held_out=held_out, norm2=norm2, machine=f"{platform.machine()}, {os.cpu_count()} cores",
+                date=time.strftime("%Y-%m-%d"), jax=jax.__version__)
+    os.makedirs(args.out, exist_ok=True)
+    name = "classical_quick" if args.quick else "classical"
+    with open(os.path.join(args.out, name + ".json"), "w") as f:
+        json.dump(dict(meta=meta, rows=rows, path=path, landweber_relative_error=error_curve.tolist()), f, indent=1)
+    with open(os.path.join(args.out, name + ".md"), "w") as f:
+        f.write(markdown(meta, rows, path, error_curve))
+    figure(test, test64, recons, rows, error_curve, os.path.join(args.out, name + ".png"))
+
+
+def _fmt(v):
+    return v if isinstance(v, str) else f"{v:.4g}"
+
+
+def markdown(meta, rows, path, error_curve):
+    best = int(np.argmin(error_curve))
+    lines = [
+        "# Classical regularisation benchmark", "",
+        f"`{meta['command']}`; {meta['problem']}; {meta['machine']}, jax {meta['jax']}, {meta['date']}.", "",
+        f"Parameters: for each method, the grid value with the best mean PSNR on {meta['held_out']} held-out random-ellipse "
+        "phantoms (DIVal preset, simulated the same way); never tuned on Shepp-Logan. PSNR/SSIM with data range 1. "
+        "Truth images are 4x4-supersampled pixel averages of the phantoms. Time: median of 3 jitted runs after a warm-up (compile excluded). TSVD runs on the 64x64 problem "
+        "(30 angles, 92 detectors).", "",
+        "| method | parameter | PSNR (dB) | SSIM | iterations | time (ms) | image |", "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['parameter']} = {_fmt(r['value'])} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+                     f"{r['iterations']} | {r['seconds'] * 1e3:.1f} | {r['image']} |")
+    lines += ["", "The oracle row tunes TV's alpha on Shepp-Logan itself (the same grid): it is not a fair comparison, "
+              "it shows how much of TV's gap is the held-out parameter rule.", "",
+              "Published anchors (Adler and Öktem 2018, same setting): FBP 19.75 dB, TV 28.1-29.8 dB. Against the "
+              "point-sampled phantom `shepp_logan(128)` our FBP (Hann) gives 19.49 dB (README example).", "",
+              "## Regularisation path (16 alphas)", "", "| solver | one vmapped call (ms) | 16 jitted calls (ms) | speed-up | max difference |",
+              "|---|---|---|---|---|"]
+    for k, v in path.items():
+        lines.append(f"| {k} | {v['vmapped_seconds'] * 1e3:.1f} | {v['separate_seconds'] * 1e3:.1f} | {v['speedup']:.2f} | {v['max_abs_difference']:.2e} |")
+    lines += ["", "## Landweber semi-convergence", "",
+              f"Relative error on Shepp-Logan is smallest ({error_curve[best]:.4f}) at iteration {best + 1}, and "
+              f"{error_curve[-1]:.4f} after {len(error_curve)} iterations (curve in the JSON and the figure)."]
+    return "\n".join(lines) + "\n"
+
+
+def figure(test, test64, recons, rows, error_curve, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(recons) + 2
+    cols = 4
+    fig, axes = plt.subplots(-(-n // cols), cols, figsize=(3.2 * cols, 3.2 * -(-n // cols)))
+    axes = axes.ravel()
+    axes[0].imshow(np.asarray(test.x), cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title("Shepp-Logan (truth)")
+    for ax, r in zip(axes[1:], rows):
+        ax.imshow(recons[r["method"]], cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"{r['method']}\n{r['psnr']:.2f} dB", fontsize=9)
+    ax = axes[len(rows) + 1]
+    ax.semilogx(np.arange(1, len(error_curve) + 1), error_curve)
+    ax.set_xlabel("Landweber iteration")
+    ax.set_ylabel("relative error")
+    ax.set_title("semi-convergence", fontsize=9)
+    for a in axes[: len(rows) + 1]:
+        a.axis("off")
+    for a in axes[len(rows) + 2:]:
+        a.remove()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+if __name__ == "__main__":
+    main()
