@@ -38,6 +38,7 @@ FIGURES = os.environ.get("JAXRECON_NOTEBOOK_FIGURES")
 
 def show(fig, name):
     if FIGURES:
+        os.makedirs(FIGURES, exist_ok=True)
         fig.savefig(os.path.join(FIGURES, f"02_{name}.png"), dpi=80)
     plt.show() if matplotlib.get_backend().lower() != "agg" else plt.close(fig)
 

@@ -98,7 +98,7 @@ def test_operator_norm_vs_numpy(complex_):
     # composition and scaling
     assert float(operator_norm(3.0 * op, num_iter=200)) == pytest.approx(3 * np.linalg.norm(M, 2), rel=1e-6)
     assert float(operator_norm(MatrixOperator(jnp.diag(jnp.array([3.0, 1.0]))))) == pytest.approx(3.0, rel=1e-6)
-    with pytest.raises(ValueError, match=r"num_iter must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"num_iter must be a positive int, got 0"):
         operator_norm(op, num_iter=0)
 
 
