@@ -2,7 +2,7 @@
 
 from .banach import banach_landweber, duality_map
 from .ista import fista, ista
-from .iterate import Solution, iterate
+from .iterate import Solution, any_of, iterate
 from .kaczmarz import kaczmarz, sart
 from .landweber import landweber
 from .proximal import (
@@ -25,6 +25,7 @@ __all__ = [
     "Solution",
     "WAVELETS",
     "WaveletTransform",
+    "any_of",
     "as_matrix",
     "banach_landweber",
     "cgls",

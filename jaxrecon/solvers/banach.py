@@ -10,7 +10,7 @@ import numpy as np
 from jaxtyping import Array
 
 from ..operators.linear_operator import LinearOperator, operator_norm
-from .iterate import Solution, check_max_iter, check_non_negative, iterate
+from .iterate import Solution, any_of, check_max_iter, check_non_negative, iterate
 
 __all__ = ["banach_landweber", "duality_map"]
 
@@ -176,12 +176,10 @@ def banach_landweber(
         x = to_primal(x_dual)
         return _State(x_dual, x, s.x, op.mv(x) - y, s.k + 1)
 
-    stops = []
-    if delta is not None:
-        stops.append(lambda s: jnp.linalg.norm(s.residual) <= tau * delta)
-    if tol is not None:
-        stops.append(lambda s: (s.k > 0) & (jnp.linalg.norm(s.x - s.x_prev) <= tol * jnp.linalg.norm(s.x)))
-    stop = (lambda s: jnp.any(jnp.stack([f(s) for f in stops]))) if stops else None
+    stop = any_of(
+        delta is not None and (lambda s: jnp.linalg.norm(s.residual) <= tau * delta),
+        tol is not None and (lambda s: (s.k > 0) & (jnp.linalg.norm(s.x - s.x_prev) <= tol * jnp.linalg.norm(s.x))),
+    )
 
     def record(s: _State) -> dict:
         r = jnp.linalg.norm(s.residual)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-__all__ = ["Solution", "iterate", "check_max_iter", "check_non_negative"]
+__all__ = ["Solution", "any_of", "iterate", "check_max_iter", "check_non_negative"]
 
 
 class Solution(NamedTuple):
@@ -46,6 +46,17 @@ def check_non_negative(value, name: str):
         if v.size and (not np.all(np.isfinite(v)) or np.any(v < 0)):
             raise ValueError(f"{name} must be finite and non-negative, got {value!r}")
     return value
+
+
+def any_of(*rules) -> Callable | None:
+    """Combine optional stopping rules (None or False entries are skipped): stop once any holds.
+
+    Returns None when no rule is given, so `iterate` runs a fixed number of steps.
+    """
+    rules = [r for r in rules if r]
+    if not rules:
+        return None
+    return lambda state: jnp.any(jnp.stack([r(state) for r in rules]))
 
 
 def iterate(

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ..operators.linear_operator import LinearOperator, operator_norm
-from .iterate import Solution, check_non_negative, iterate
+from .iterate import Solution, any_of, check_non_negative, iterate
 
 __all__ = ["landweber"]
 
@@ -69,13 +69,11 @@ def landweber(
         x = s.x - step * op.rmv(s.residual)
         return _State(x, op.mv(x) - y)
 
-    stops = []
-    if delta is not None:
-        stops.append(lambda s: jnp.linalg.norm(s.residual) <= tau * delta)
-    if tol is not None:
-        # Relative change of the last step, computed from the residual-free quantity op.rmv(residual).
-        stops.append(lambda s: step * jnp.linalg.norm(op.rmv(s.residual)) <= tol * jnp.linalg.norm(s.x))
-    stop = (lambda s: jnp.any(jnp.stack([f(s) for f in stops]))) if stops else None
+    stop = any_of(
+        delta is not None and (lambda s: jnp.linalg.norm(s.residual) <= tau * delta),
+        # Relative size of the next step, step * ||A^*(Ax - y)||, from the stored residual.
+        tol is not None and (lambda s: step * jnp.linalg.norm(op.rmv(s.residual)) <= tol * jnp.linalg.norm(s.x)),
+    )
 
     def record(s: _State) -> dict:
         r = jnp.linalg.norm(s.residual)

@@ -11,7 +11,7 @@ from jaxtyping import Array, ArrayLike
 
 from ..operators.matrix import MatrixOperator
 from ..operators.radon import RadonTransform, backproject, radon
-from .iterate import Solution, iterate
+from .iterate import Solution, any_of, iterate
 from .kaczmarz import _check_common
 from .tikhonov import _operator_norm, _scalar
 
@@ -158,12 +158,10 @@ def sgd(
         res = residual_of(x) if need_res else s.residual
         return _State(x, key, s.count + 1, change, res)
 
-    stops = []
-    if delta is not None:
-        stops.append(lambda s: s.residual <= tau * delta)
-    if tol is not None:
-        stops.append(lambda s: s.change <= tol * jnp.linalg.norm(s.x))
-    stop = (lambda s: jnp.any(jnp.stack([f(s) for f in stops]))) if stops else None
+    stop = any_of(
+        delta is not None and (lambda s: s.residual <= tau * delta),
+        tol is not None and (lambda s: s.change <= tol * jnp.linalg.norm(s.x)),
+    )
 
     def record(s: _State) -> dict:
         out = {"residual": s.residual, "objective": 0.5 * s.residual**2, "step": jnp.asarray(schedule(s.count - 1))}
