@@ -72,7 +72,7 @@ class ParallelBeamGeometry(eqx.Module):
                 f"angles must be a non-empty 1-D array (num_angles,), got shape {angles.shape}; "
                 "to batch geometries, vmap the constructor"
             )
-        if _is_concrete(angles) and not bool(jnp.all(jnp.isfinite(angles))):
+        if _is_concrete(angles) and not np.all(np.isfinite(np.asarray(angles))):  # NumPy: no tracer under jit
             raise ValueError("angles must be finite, got non-finite values")
         detector_spacing = jnp.asarray(detector_spacing, dtype=angles.dtype)
         detector_offset = jnp.asarray(detector_offset, dtype=angles.dtype)

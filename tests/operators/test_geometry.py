@@ -46,3 +46,18 @@ def test_bad_input(kwargs, error, message):
 def test_uniform_rejects_bad_counts():
     with pytest.raises(ValueError, match="num_angles must be a positive int, got 0"):
         ParallelBeamGeometry.uniform((8, 8), 0)
+
+
+def test_constructing_a_geometry_inside_jit_from_constants():
+    # jnp operations on closed-over constants inside a jit trace give tracers on jax 0.10: the
+    # finiteness check must not call bool() on them
+    import numpy as np
+
+    from jaxrecon.operators import radon
+
+    angles = np.linspace(0, np.pi, 10, endpoint=False)
+    base = ParallelBeamGeometry.uniform((16, 16), 10)
+    f = jax.jit(lambda x: radon(x, ParallelBeamGeometry((16, 16), jnp.asarray(angles) + 0.1, 23)))
+    g = jax.jit(lambda x: radon(x, base.with_angles(base.angles + 0.1)))
+    x = jnp.ones((16, 16))
+    assert f(x).shape == (10, 23) and g(x).shape == (10, base.num_detectors)
