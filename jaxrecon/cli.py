@@ -2,7 +2,10 @@ r"""The `jaxrecon` command line.
 
 Usage::
 
-    jaxrecon demo [--size 128] [--views 30] [--noise 0.05] [--seed 0] [--filter hann] [--output demo_output]
+    jaxrecon demo [--size 64] [--views 30] [--noise 0.05] [--seed 0] [--filter hann] [--methods fbp,tv,lpd]
+                  [--tv-alpha A] [--output demo_output]
+    jaxrecon train --model lpd --preset quick [--output runs/lpd] [--steps N] [--seed 0]
+    jaxrecon evaluate CHECKPOINT [--samples 16] [--json FILE]
     python -m jaxrecon demo ...
 
 Each subcommand is a pair of functions: `_add_<name>(subparsers)` declares its options and sets
@@ -23,6 +26,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 __all__ = ["DemoData", "build_parser", "main", "run_demo", "simulate_and_reconstruct"]
+
+_METHODS = ("fbp", "tv", "lpd")
+# TV weight of the demo at 64 x 64: the value the quick comparison selected on validation ellipses
+# (benchmarks/results/comparison_quick.md); scaled by size/64 for other sizes (the data term grows
+# with the length of the rays).
+_TV_ALPHA_64 = 1.26
+_TV_ITERATIONS = 500
+_MODELS = ("unet", "pgd", "lista", "lgd", "lpd")  # mirrors jaxrecon.train.experiment.MODELS (checked in tests)
+_PRESETS = ("quick", "paper")
 
 # The FBP filters (mirrors jaxrecon.operators.fbp.FBP_FILTERS; kept literal so --help needs no JAX import,
 # and checked against it in tests/test_cli.py).
@@ -75,7 +87,7 @@ def _add_demo(subparsers) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--size", type=_int_at_least(16), default=128, help="image side length N (N x N pixels)")
+    p.add_argument("--size", type=_int_at_least(16), default=64, help="image side length N (N x N pixels)")
     p.add_argument("--views", type=_int_at_least(1), default=30, help="number of projection angles in [0, pi)")
     p.add_argument(
         "--noise", type=_non_negative_float, default=0.05,
@@ -83,8 +95,25 @@ def _add_demo(subparsers) -> None:
     )
     p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the noise")
     p.add_argument("--filter", choices=_FILTERS, default="hann", help="FBP filter")
+    p.add_argument(
+        "--methods", type=_method_list, default=_METHODS,
+        help="comma-separated methods: fbp (always run), tv (PDHG), lpd (the shipped learned primal-dual, "
+        "trained for 64x64, 30 views, 5%% noise; skipped with a note for other settings)",
+    )
+    p.add_argument(
+        "--tv-alpha", type=_non_negative_float, default=None,
+        help=f"TV weight (default {_TV_ALPHA_64} * size/64, chosen on validation ellipses at 64x64)",
+    )
     p.add_argument("--output", type=Path, default=Path("demo_output"), help="directory for demo.png and demo.json")
     p.set_defaults(func=_run_demo, parser=p)
+
+
+def _method_list(text: str) -> tuple[str, ...]:
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in names if m not in _METHODS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(_METHODS)}, got {text!r}")
+    return names
 
 
 class DemoData(NamedTuple):
@@ -104,7 +133,8 @@ def simulate_and_reconstruct(
 
     The sinogram is `gaussian_noise(key, ellipse_sinogram(shepp_logan_ellipses(), geom), noise)`:
     exact line integrals of the continuous phantom, so no inverse crime. The reference image is
-    `shepp_logan(size)`; everything is float32. Simulation and FBP are compiled ahead of time, so
+    `shepp_logan(size, supersample=4)` (4x4 pixel averages, the image those line integrals belong to, as
+    in the benchmarks); everything is float32. Simulation and FBP are compiled ahead of time, so
     the compile time and the run times are measured separately.
     """
     import jax
@@ -116,7 +146,7 @@ def simulate_and_reconstruct(
     dtype = jnp.float32
     geom = ParallelBeamGeometry.uniform((size, size), num_angles=views, dtype=dtype)
     ellipses = shepp_logan_ellipses(dtype)
-    phantom = shepp_logan(size, dtype=dtype)
+    phantom = shepp_logan(size, supersample=4, dtype=dtype)  # pixel averages: what exact line integrals see
     key = jax.random.key(seed)
     level = jnp.asarray(noise, dtype)
 
@@ -144,17 +174,20 @@ def simulate_and_reconstruct(
 
 
 def run_demo(
-    size: int = 128,
+    size: int = 64,
     views: int = 30,
     noise: float = 0.05,
     seed: int = 0,
     filter: str = "hann",
     output: str | Path | None = "demo_output",
     log: Callable[[str], None] = print,
+    methods: Sequence[str] = _METHODS,
+    tv_alpha: float | None = None,
 ) -> dict:
-    """Run `simulate_and_reconstruct`, report PSNR/SSIM, write the figure and JSON; return the metrics.
+    """Run `simulate_and_reconstruct` (FBP), then TV and the shipped learned primal-dual if asked;
+    report PSNR/SSIM, write the figure and JSON; return the metrics.
 
-    Writes `<output>/demo.png` (phantom | sinogram | reconstruction) and `<output>/demo.json` (the
+    Writes `<output>/demo.png` (phantom | sinogram | reconstructions) and `<output>/demo.json` (the
     returned dict); with `output=None` nothing is written. `log` receives the report lines.
     """
     import jax
@@ -196,18 +229,64 @@ def run_demo(
         f"FBP {1e3 * t['fbp']:.1f} ms; total {result['timings_s']['total']:.2f} s on {result['device']}"
     )
 
+    extra = _other_methods(data, methods, noise, tv_alpha, log)
+    result["methods"] = {name: {k: v for k, v in m.items() if k != "image"} for name, m in extra.items()}
+    result["timings_s"]["total"] = time.perf_counter() - t_start
+
     if output is not None:
         out = Path(output)
         out.mkdir(parents=True, exist_ok=True)
         png, js = out / "demo.png", out / "demo.json"
-        _demo_figure(phantom, data.sinogram, recon, geom, result, png)
+        _demo_figure(phantom, data.sinogram, recon, geom, result, png, extra)
         js.write_text(json.dumps(result, indent=2) + "\n")
         log(f"wrote {png} and {js}")
     return result
 
 
-def _demo_figure(phantom, sinogram, recon, geom, result: dict, path: Path) -> None:
-    """phantom | sinogram | reconstruction, rendered with the Agg canvas (no display, no pyplot state)."""
+def _other_methods(data: DemoData, methods, noise: float, tv_alpha, log) -> dict:
+    """TV and the shipped learned primal-dual on the demo's data: {name: {psnr, ssim, seconds, image, ...}}."""
+    import jax
+
+    from jaxrecon.metrics import psnr, ssim
+    from jaxrecon.operators import RadonTransform
+
+    op = RadonTransform(data.geom)
+    size, views = data.geom.shape[0], data.geom.angles.shape[0]
+    out = {}
+
+    def report(name, label, fn, **info):
+        t0 = time.perf_counter()
+        compiled = jax.jit(fn).lower(data.sinogram).compile()
+        t_compile = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        image = jax.block_until_ready(compiled(data.sinogram))
+        seconds = time.perf_counter() - t0
+        p, q = float(psnr(image, data.phantom, data_range=1.0)), float(ssim(image, data.phantom, data_range=1.0))
+        out[name] = dict(psnr=p, ssim=q, seconds=seconds, compile_seconds=t_compile, image=image, **info)
+        log(f"{label}: PSNR {p:.2f} dB, SSIM {q:.4f}; compile {t_compile:.2f} s, run {1e3 * seconds:.1f} ms")
+
+    if "tv" in methods:
+        from jaxrecon.solvers import tv_pdhg
+
+        alpha = _TV_ALPHA_64 * size / 64 if tv_alpha is None else tv_alpha
+        report("tv", f"TV (alpha {alpha:.3g}, {_TV_ITERATIONS} PDHG iterations)",
+               lambda y: tv_pdhg(op, y, alpha, max_iter=_TV_ITERATIONS).x, alpha=alpha)
+    if "lpd" in methods:
+        from jaxrecon.train.experiment import load_pretrained
+
+        model, trained = load_pretrained("lpd_quick")
+        d = trained.geometry
+        if (size, views, data.geom.num_detectors) != (d.shape[0], d.angles.shape[0], d.num_detectors):
+            log(f"learned primal-dual: skipped (the shipped model is trained for {d.shape[0]}x{d.shape[1]}, "
+                f"{d.angles.shape[0]} views, {d.num_detectors} detectors; run `jaxrecon train --model lpd` for others)")
+        else:
+            note = "" if abs(noise - trained.noise) < 1e-12 else f", trained at {100 * trained.noise:g}% noise"
+            report("lpd", f"learned primal-dual (shipped, quick preset{note})", lambda y: model(y, op))
+    return out
+
+
+def _demo_figure(phantom, sinogram, recon, geom, result: dict, path: Path, extra: dict | None = None) -> None:
+    """phantom | sinogram | reconstructions, rendered with the Agg canvas (no display, no pyplot state)."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -217,9 +296,10 @@ def _demo_figure(phantom, sinogram, recon, geom, result: dict, path: Path) -> No
     s = np.asarray(geom.detector_positions())
     n = result["size"]
 
-    fig = Figure(figsize=(13.5, 4.6), layout="constrained")
+    extra = extra or {}
+    fig = Figure(figsize=(4.5 * (3 + len(extra)), 4.6), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.subplots(1, 3)
+    ax = fig.subplots(1, 3 + len(extra))
     im = ax[0].imshow(phantom, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax[0].set_title(f"Modified Shepp-Logan, {n}x{n}")
     fig.colorbar(im, ax=ax[0], shrink=0.8)
@@ -234,7 +314,12 @@ def _demo_figure(phantom, sinogram, recon, geom, result: dict, path: Path) -> No
     im = ax[2].imshow(recon, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax[2].set_title(f"FBP ({result['filter']}): PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.3f}")
     fig.colorbar(im, ax=ax[2], shrink=0.8)
-    for a in (ax[0], ax[2]):
+    labels = {"tv": "TV", "lpd": "Learned primal-dual"}
+    for a, (name, m) in zip(ax[3:], extra.items()):
+        im = a.imshow(np.asarray(m["image"]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        a.set_title(f"{labels[name]}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}")
+        fig.colorbar(im, ax=a, shrink=0.8)
+    for a in (ax[0], *ax[2:]):
         a.set_xticks([])
         a.set_yticks([])
     fig.savefig(path, dpi=100)
@@ -243,7 +328,90 @@ def _demo_figure(phantom, sinogram, recon, geom, result: dict, path: Path) -> No
 def _run_demo(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.output.is_dir():
         raise _UsageError(f"argument --output: {str(args.output)!r} exists and is not a directory")
-    run_demo(args.size, args.views, args.noise, args.seed, args.filter, args.output)
+    run_demo(args.size, args.views, args.noise, args.seed, args.filter, args.output,
+             methods=args.methods, tv_alpha=args.tv_alpha)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# train / evaluate
+# --------------------------------------------------------------------------------------------------
+
+
+def _add_train(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a learned reconstruction on random ellipses (checkpointed, resumable)",
+        description=(
+            "Train a learned reconstruction on random-ellipse CT data generated on the fly (deterministic "
+            "given --seed), validating on held-out ellipses; checkpoints (weights + JSON config) go to "
+            "--output and an interrupted run resumes from there. Presets: quick (64x64, for a CPU), "
+            "paper (128x128, Adler & Öktem's setting, for a GPU)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", choices=_MODELS, required=True)
+    p.add_argument("--preset", choices=_PRESETS, default="quick")
+    p.add_argument("--output", type=Path, default=None, help="checkpoint directory (default runs/<model>_<preset>)")
+    p.add_argument("--steps", type=_int_at_least(1), default=None, help="override the preset's number of steps")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the initialisation and the data")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train, parser=p)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from jaxrecon.train.experiment import experiment_config, train
+
+    config = experiment_config(args.model, args.preset, seed=args.seed)
+    if args.steps is not None:
+        config["train"]["steps"] = args.steps
+    output = args.output or Path("runs") / f"{args.model}_{args.preset}"
+    if output.exists() and not output.is_dir():
+        raise _UsageError(f"argument --output: {str(output)!r} exists and is not a directory")
+    result = train(config, output, progress=not args.no_progress)
+    h = result.history
+    val = h.get("val_psnr_mean") or [float("nan")]
+    print(f"trained {args.model} ({args.preset}) for {config['train']['steps']} steps: final loss "
+          f"{h['loss'][-1]:.3g}, validation PSNR {val[-1]:.2f} dB; checkpoint in {output}")
+    return 0
+
+
+def _add_evaluate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on Shepp-Logan and held-out test ellipses",
+        description=(
+            "Load a checkpoint written by `jaxrecon train` (a run directory or one step_* folder) and report "
+            "PSNR/SSIM on the Shepp-Logan phantom and on --samples test ellipses (the test split, never "
+            "seen in training or validation), and the time per reconstruction."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--samples", type=_int_at_least(1), default=16, help="number of test ellipses")
+    p.add_argument("--json", type=Path, default=None, help="also write the metrics to this JSON file")
+    p.set_defaults(func=_run_evaluate, parser=p)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    if not args.checkpoint.exists():
+        raise _UsageError(f"argument checkpoint: {str(args.checkpoint)!r} does not exist")
+    import jax
+
+    from jaxrecon.train import batch_keys, evaluate, shepp_logan_sample
+    from jaxrecon.train.experiment import load_trained
+
+    model, data, config = load_trained(args.checkpoint)
+    op = data.operator
+    sl = jax.tree.map(lambda a: a[None], shepp_logan_sample(data))
+    test = jax.jit(jax.vmap(data.sample))(batch_keys(config["seed"], "test", 0, args.samples))
+    result = {"checkpoint": str(args.checkpoint), "model": config["model"], "preset": config["preset"],
+              "shepp_logan": evaluate(model, op, sl), "test": evaluate(model, op, test)}
+    for name, r in (("Shepp-Logan", result["shepp_logan"]), (f"{args.samples} test ellipses", result["test"])):
+        print(f"{config['model']} on {name}: PSNR {r['psnr_mean']:.2f} dB (std {r['psnr_std']:.2f}), "
+              f"SSIM {r['ssim_mean']:.4f}; {1e3 * r['seconds_per_reconstruction']:.1f} ms per reconstruction")
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
@@ -256,7 +424,7 @@ class _UsageError(Exception):
     """A bad option found after parsing; reported like argparse's own errors (exit status 2)."""
 
 
-_SUBCOMMANDS = (_add_demo,)  # add _add_train, _add_evaluate, ... here
+_SUBCOMMANDS = (_add_demo, _add_train, _add_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

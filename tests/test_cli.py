@@ -71,7 +71,14 @@ def test_demo_reconstruction_is_oriented_and_scaled_like_the_phantom():
         (["demo", "--seed", "-1"], "--seed: must be an integer >= 0"),
         (["demo", "--filter", "gauss"], "--filter: invalid choice"),
         (["demo", "--bogus"], "unrecognized arguments: --bogus"),
-        (["train"], "invalid choice: 'train'"),
+        (["demo", "--methods", "fbp,foo"], "--methods: expected a comma-separated subset of fbp,tv,lpd"),
+        (["demo", "--tv-alpha", "-1"], "--tv-alpha: must be a finite number >= 0"),
+        (["train"], "the following arguments are required: --model"),
+        (["train", "--model", "cnn"], "--model: invalid choice"),
+        (["train", "--model", "lpd", "--preset", "huge"], "--preset: invalid choice"),
+        (["train", "--model", "lpd", "--steps", "0"], "--steps: must be an integer >= 1, got 0"),
+        (["evaluate"], "the following arguments are required: checkpoint"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
         ([], "required: COMMAND"),
     ],
 )
@@ -97,6 +104,45 @@ def test_filter_choices_match_fbp():
     assert tuple(cli._FILTERS) == tuple(FBP_FILTERS)
 
 
+def test_model_and_preset_choices_match_experiments():
+    from jaxrecon.train.experiment import MODELS, PRESETS
+
+    assert tuple(cli._MODELS) == tuple(MODELS) and tuple(cli._PRESETS) == tuple(PRESETS)
+
+
+def test_evaluate_missing_checkpoint_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        main(["evaluate", str(tmp_path / "nothing")])
+    assert excinfo.value.code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_then_evaluate_round_trip(tmp_path, capsys):
+    # the cheapest model (unrolled PGD, 281 parameters) for 2 steps of the quick preset (64 x 64)
+    out = tmp_path / "pgd"
+    assert main(["train", "--model", "pgd", "--steps", "2", "--output", str(out), "--no-progress"]) == 0
+    assert "trained pgd (quick) for 2 steps" in capsys.readouterr().out
+    assert (out / "latest").exists()
+    js = tmp_path / "metrics.json"
+    assert main(["evaluate", str(out), "--samples", "2", "--json", str(js)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(js.read_text())
+    assert result["model"] == "pgd" and result["preset"] == "quick"
+    # PGD starts as 10 steps of projected gradient descent from FBP: better than zeros (~12 dB)
+    assert 15 < result["shepp_logan"]["psnr_mean"] < 40
+    assert f"{result['shepp_logan']['psnr_mean']:.2f}" in printed
+
+
+def test_demo_with_tv_skips_lpd_for_other_settings(tmp_path, capsys):
+    assert main(["demo", *SMALL, "--methods", "fbp,tv,lpd", "--output", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "TV (alpha" in printed and "learned primal-dual: skipped" in printed
+    result = json.loads((tmp_path / "demo.json").read_text())
+    assert set(result["methods"]) == {"tv"}
+    # TV beats FBP at 32x32, 8 views (measured: see the assert message)
+    assert result["methods"]["tv"]["psnr"] > result["psnr"], result
+
+
 def _run_module(*args):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     return subprocess.run(
@@ -115,3 +161,14 @@ def test_python_dash_m_help():
     proc = _run_module("demo", "--views", "0")
     assert proc.returncode == 2
     assert "--views" in proc.stderr
+
+
+def test_default_demo_runs_fbp_tv_and_the_shipped_lpd(tmp_path, capsys):
+    # the default setting is the shipped model's (64x64, 30 views, 5% noise); same data and truth as
+    # benchmarks/comparison.py --preset quick, whose table gives FBP(hann) 21.63, TV 25.46, LPD 25.98 dB
+    assert main(["demo", "--output", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "demo.json").read_text())
+    assert set(result["methods"]) == {"tv", "lpd"}
+    lpd, tv = result["methods"]["lpd"]["psnr"], result["methods"]["tv"]["psnr"]
+    assert lpd > tv > result["psnr"] + 2, result
+    assert "learned primal-dual (shipped" in capsys.readouterr().out

@@ -34,7 +34,9 @@ class LearnedGradientDescent(eqx.Module):
 
     for $k < K$; returns $x_K$. $\Lambda$ is a `ConvStack` (three 3x3 convolutions
     `hidden`-`hidden`-(1+$N_m$), PReLU). Defaults follow the paper: 10 iterations, 5 memory channels,
-    width 32. Per-iteration weights (stacked, `lax.scan`) unless `shared=True`. Any `LinearOperator`
+    width 32. `block` (optional): a factory `key -> network` mapping `(2 + N_m, H, W) -> (1 + N_m, H, W)`
+    used instead of the `ConvStack` (any Equinox module, e.g. a Flax network wrapped by `from_flax`).
+    Per-iteration weights (stacked, `lax.scan`) unless `shared=True`. Any `LinearOperator`
     with real `(H, W)` images (Radon, blur, subsampled Fourier). Call on ONE measurement:
     `model(y, op) -> x`.
 
@@ -64,6 +66,7 @@ class LearnedGradientDescent(eqx.Module):
         init: str = "auto",
         last_scale: float = 1.0,
         unroll: int | bool = True,
+        block=None,
         key: PRNGKeyArray,
         dtype=None,
     ):
@@ -79,6 +82,11 @@ class LearnedGradientDescent(eqx.Module):
 
         def make(k):
             return ConvStack(2 + num_memory, 1 + num_memory, hidden, last_scale=last_scale, key=k, dtype=dtype)
+
+        if block is not None:  # a user network, e.g. a Flax module through `from_flax`
+            if not callable(block):
+                raise TypeError(f"{name} expects `block` to be a callable key -> network, got {type(block).__name__}")
+            make = block
 
         self.blocks = make(key) if shared else stack_modules(make, num_iterations, key)
 

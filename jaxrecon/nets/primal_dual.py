@@ -40,7 +40,10 @@ class LearnedPrimalDual(eqx.Module):
     convolutions `hidden`-`hidden`-out with PReLU); the dual CNN convolves over the data array (for a
     sinogram: angles x detectors). The defaults are the paper's: 10 iterations, 5 primal and 5 dual
     channels, width 32: about 2.5e5 parameters. Weights differ per iteration (stacked along a leading
-    axis and iterated by `lax.scan`) unless `shared=True`.
+    axis and iterated by `lax.scan`) unless `shared=True`. `primal_block` / `dual_block` (optional):
+    factories `key -> network` replacing the `ConvStack`s, mapping `(N_p + 1, H, W) -> (N_p, H, W)` and
+    `(N_d + 2c, *data) -> (N_d, *data)` ($c$ = 1, or 2 for complex data), e.g. Flax networks through
+    `from_flax`.
 
     Any `LinearOperator` with real `(H, W)` images and 2D data works (Radon transform, blur,
     subsampled Fourier: complex data enter the dual CNN as real and imaginary channels). The operator
@@ -80,6 +83,8 @@ class LearnedPrimalDual(eqx.Module):
         init: str = "zero",
         last_scale: float = 1.0,
         unroll: int | bool = True,
+        primal_block=None,
+        dual_block=None,
         key: PRNGKeyArray,
         dtype=None,
     ):
@@ -100,16 +105,17 @@ class LearnedPrimalDual(eqx.Module):
         self.unroll = unroll
         k_primal, k_dual = jax.random.split(key)
         # dual input: h (N_d) + A f^(2) (c) + y (c); primal input: f (N_p) + A^* h^(1) (1).
-        self.dual = stack_modules(
-            lambda k: ConvStack(num_dual + 2 * c, num_dual, hidden, last_scale=last_scale, key=k, dtype=dtype),
-            1 if shared else num_iterations,
-            k_dual,
+        for what, b in (("primal_block", primal_block), ("dual_block", dual_block)):
+            if b is not None and not callable(b):
+                raise TypeError(f"{name} expects `{what}` to be a callable key -> network, got {type(b).__name__}")
+        dual_block = dual_block or (
+            lambda k: ConvStack(num_dual + 2 * c, num_dual, hidden, last_scale=last_scale, key=k, dtype=dtype)
         )
-        self.primal = stack_modules(
-            lambda k: ConvStack(num_primal + 1, num_primal, hidden, last_scale=last_scale, key=k, dtype=dtype),
-            1 if shared else num_iterations,
-            k_primal,
+        primal_block = primal_block or (
+            lambda k: ConvStack(num_primal + 1, num_primal, hidden, last_scale=last_scale, key=k, dtype=dtype)
         )
+        self.dual = stack_modules(dual_block, 1 if shared else num_iterations, k_dual)
+        self.primal = stack_modules(primal_block, 1 if shared else num_iterations, k_primal)
         if shared:
             self.dual, self.primal = jax.tree.map(lambda a: a[0], (self.dual, self.primal))
 

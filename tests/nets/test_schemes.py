@@ -272,3 +272,37 @@ def test_bad_inputs_raise_clear_errors():
         LearnedPrimalDual(MatrixOperator(jnp.ones((5, N * N))), key=KEY)
     with pytest.raises(ValueError, match="divisible|levels"):
         LISTA(RadonTransform(ParallelBeamGeometry.uniform((18, 18), 4)), levels=3)
+
+
+def test_flax_network_inside_learned_gradient_descent():
+    """A Flax NNX CNN (through `from_flax`) as LGD's per-iteration block: stacked, scanned, trainable."""
+    import optax
+    from flax import nnx
+
+    from jaxrecon.nets import from_flax
+
+    class Block(nnx.Module):
+        def __init__(self, rngs):
+            self.c1 = nnx.Conv(2 + 2, 4, (3, 3), rngs=rngs, param_dtype=jnp.float64)
+            self.c2 = nnx.Conv(4, 1 + 2, (3, 3), rngs=rngs, param_dtype=jnp.float64)
+
+        def __call__(self, x):
+            return self.c2(nnx.relu(self.c1(x)))
+
+    make = lambda k: from_flax(Block(nnx.Rngs(params=k)))
+    model = _small(LearnedGradientDescent, num_memory=2, block=make)
+    # the scan over stacked Flax weights equals a Python loop over the three Flax networks
+    scale = 1 / float(operator_norm(OP, key=jax.random.key(0), num_iter=100))
+    nets = [make(k) for k in jax.random.split(KEY, 3)]
+    x, s = fbp(Y, OP.geom, "hann"), jnp.zeros((2, N, N))
+    for net in nets:
+        u = net(jnp.concatenate([x[None], (OP.T(OP(x) - Y) * scale**2)[None], s]))
+        x, s = x + u[0], jnp.maximum(u[1:], 0)
+    np.testing.assert_allclose(_call(model, Y, OP), x, rtol=1e-9, atol=1e-12)
+    # one Adam step on the Flax weights lowers the loss
+    loss = eqx.filter_jit(lambda m: jnp.mean((m(Y, OP) - X) ** 2))
+    opt = optax.adam(1e-3)
+    state = opt.init(eqx.filter(model, eqx.is_inexact_array))
+    grads = eqx.filter_jit(eqx.filter_grad(loss))(model)
+    updates, _ = opt.update(grads, state, eqx.filter(model, eqx.is_inexact_array))
+    assert float(loss(eqx.apply_updates(model, updates))) < float(loss(model))

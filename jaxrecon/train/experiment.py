@@ -1,0 +1,234 @@
+r"""Named experiments: a JSON config -> data, model, training run, checkpoint; and back.
+
+A config is a plain dict (stored in every checkpoint's `config.json`), so a checkpoint can be
+rebuilt without code: `load_trained(path)` reads the config, rebuilds the data and a model
+skeleton, and loads the weights into it.
+
+Presets (CT, Adler & Öktem's setting: random ellipses for training, 30 views, 5% noise):
+
+- `"quick"`: 64 x 64 images, 91 detectors, steps sized to train every model of the comparison on
+  2 CPU cores in under 45 minutes; learned schemes start from FBP (`init="fbp"`) and their
+  residual blocks start small (`last_scale=0.1`) so that short training already helps.
+- `"paper"`: 128 x 128 images, 183 detectors, the paper's architectures (LPD/LGD: 10
+  iterations, width 32, LPD from zero) and long training; for a GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from ..nets import LISTA, LearnedGradientDescent, LearnedPrimalDual, PostProcessing, UNet, UnrolledPGD
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import CTData, batch_keys
+from .evaluate import evaluate
+from .loop import TrainResult, default_optimizer, fit, reconstruction_loss_fn
+
+__all__ = [
+    "MODELS",
+    "PRESETS",
+    "experiment_config",
+    "build_data",
+    "build_model",
+    "train",
+    "save_trained",
+    "load_trained",
+    "load_pretrained",
+    "timed",
+]
+
+MODELS = ("unet", "pgd", "lista", "lgd", "lpd")
+
+_DATA = {
+    "quick": dict(size=64, num_angles=30, num_detectors=91, noise=0.05, preset="adler2018", supersample=4),
+    "paper": dict(size=128, num_angles=30, num_detectors=183, noise=0.05, preset="adler2018", supersample=4),
+}
+
+_MODEL = {
+    "quick": {
+        "unet": dict(channels=32, levels=4),
+        "pgd": dict(num_iterations=10, kernel_size=5),
+        "lista": dict(num_iterations=10, alpha=1.0, wavelet="db2", kernel_size=5),
+        "lgd": dict(num_iterations=10, hidden=32, num_memory=5, init="fbp", last_scale=0.1),
+        "lpd": dict(num_iterations=10, hidden=32, num_primal=5, num_dual=5, init="fbp", last_scale=0.1),
+    },
+    "paper": {
+        "unet": dict(channels=64, levels=5),
+        "pgd": dict(num_iterations=10, kernel_size=5),
+        "lista": dict(num_iterations=10, alpha=1.0, wavelet="db2", kernel_size=5),
+        "lgd": dict(num_iterations=10, hidden=32, num_memory=5, init="fbp"),
+        "lpd": dict(num_iterations=10, hidden=32, num_primal=5, num_dual=5, init="zero"),
+    },
+}
+
+_TRAIN = {
+    "quick": {
+        "unet": dict(steps=1500, batch_size=4, learning_rate=1e-3),
+        "pgd": dict(steps=300, batch_size=4, learning_rate=1e-2),
+        "lista": dict(steps=300, batch_size=4, learning_rate=1e-2),
+        "lgd": dict(steps=1500, batch_size=4, learning_rate=1e-3),
+        "lpd": dict(steps=2500, batch_size=4, learning_rate=1e-3),
+    },
+    "paper": {
+        "unet": dict(steps=50000, batch_size=8, learning_rate=1e-3),
+        "pgd": dict(steps=5000, batch_size=8, learning_rate=1e-2),
+        "lista": dict(steps=5000, batch_size=8, learning_rate=1e-2),
+        "lgd": dict(steps=50000, batch_size=4, learning_rate=1e-3),
+        "lpd": dict(steps=100000, batch_size=1, learning_rate=1e-3),
+    },
+}
+
+PRESETS = tuple(_DATA)
+
+
+def _deep_update(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in overrides.items():
+        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def experiment_config(model: str, preset: str = "quick", seed: int = 0, **overrides: Any) -> dict:
+    """The JSON config of one training run: `{"model", "preset", "seed", "data", "model_options",
+    "train"}`; `overrides` replace (nested) entries, e.g. `train={"steps": 10}`.
+
+    Example:
+        >>> experiment_config("lpd", "quick", train={"steps": 10})["train"]["steps"]
+        10
+    """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+    config = {
+        "model": model,
+        "preset": preset,
+        "seed": int(seed),
+        "data": _DATA[preset],
+        "model_options": _MODEL[preset][model],
+        "train": dict(_TRAIN[preset][model], validation_size=16, validate_every=250, clip=1.0),
+    }
+    unknown = set(overrides) - set(config)
+    if unknown:
+        raise ValueError(f"unknown config entries {sorted(unknown)}; expected some of {sorted(config)}")
+    return _deep_update(config, overrides)
+
+
+def build_data(config: dict, dtype=None) -> CTData:
+    """The `CTData` of a config."""
+    d = config["data"]
+    return CTData.uniform(
+        d["size"], d["num_angles"], d["num_detectors"], d["noise"], d["preset"], d["supersample"], dtype=dtype
+    )
+
+
+def build_model(config: dict, op, key=None, dtype=None):
+    """A freshly initialised model for `config["model"]` with `config["model_options"]`."""
+    name, options = config["model"], dict(config["model_options"])
+    key = jax.random.key(config["seed"]) if key is None else key
+    if name == "unet":
+        return PostProcessing(UNet(1, 1, residual=True, key=key, dtype=dtype, **options), init="fbp")
+    cls = {"pgd": UnrolledPGD, "lista": LISTA, "lgd": LearnedGradientDescent, "lpd": LearnedPrimalDual}[name]
+    return cls(op, key=key, dtype=dtype, **options)
+
+
+def train(config: dict, directory=None, *, progress: bool = True, mesh=None, dtype=None) -> TrainResult:
+    """Train the model of `config` on fresh random-ellipse batches; validate on a fixed validation set
+    (PSNR/SSIM every `validate_every` steps); checkpoint into `directory` (and resume from it).
+
+    Training step $k$ uses `batch_keys(seed, "train", k * batch_size, batch_size)`; validation uses
+    the first `validation_size` keys of the validation stream: the splits never overlap.
+    """
+    data = build_data(config, dtype)
+    op = data.operator
+    model = build_model(config, op, dtype=dtype)
+    t = config["train"]
+    seed, bs = config["seed"], t["batch_size"]
+    val = jax.jit(jax.vmap(data.sample))(batch_keys(seed, "validation", 0, t["validation_size"]))
+    sample_batch = jax.jit(jax.vmap(data.sample))
+
+    def batch_fn(k):
+        return sample_batch(batch_keys(seed, "train", k * bs, bs))
+
+    return fit(
+        model,
+        reconstruction_loss_fn(op),
+        batch_fn,
+        default_optimizer(t["learning_rate"], num_steps=t["steps"], clip=t["clip"]),
+        t["steps"],
+        validate_fn=lambda m: evaluate(m, op, val, timed=False),
+        validate_every=t["validate_every"],
+        checkpoint_dir=directory,
+        checkpoint_every=t["validate_every"] if directory is not None else None,
+        config=config,
+        progress=progress,
+        mesh=mesh,
+    )
+
+
+def save_trained(directory, result: TrainResult, config: dict) -> Path:
+    """Checkpoint a finished run (model only) into `directory`."""
+    step = len(result.history.get("loss", []))
+    return save_checkpoint(directory, model=result.model, step=step, config=config, history=result.history)
+
+
+def load_trained(path, dtype=None):
+    """`(model, data, config)` from a checkpoint written by `train` (a `step_*` folder or its parent).
+
+    `dtype` defaults to the dtype the weights were saved in.
+
+    Example:
+        >>> model, data, config = load_trained("runs/lpd")
+        >>> x = model(data.sample(split_key(0, "test", 0)).y, data.operator)
+    """
+    from .checkpoint import _read_meta, _resolve, load_config
+
+    config = load_config(path)
+    if dtype is None:  # the dtype the model was saved in (checkpoints record every leaf's dtype)
+        leaves = _read_meta(_resolve(path))["leaves"]["model"]
+        floats = [leaf["dtype"] for leaf in leaves if leaf["dtype"].startswith("float")]
+        dtype = floats[0] if floats else None
+    data = build_data(config, dtype)
+    skeleton = build_model(config, data.operator, dtype=dtype)  # a template for the stored leaves
+    model, _, _, _, _ = load_checkpoint(path, model_like=skeleton)
+    return model, data, config
+
+
+def load_pretrained(name: str = "lpd_quick", dtype=None):
+    """`(model, data)` of a model shipped inside the package (`jaxrecon/pretrained/<name>/`).
+
+    `lpd_quick`: learned primal-dual, quick preset (64 x 64, 30 views, 91 detectors, 5% noise),
+    produced by `python benchmarks/comparison.py --preset quick --export-lpd jaxrecon/pretrained/lpd_quick`
+    (equivalently `jaxrecon train --model lpd --preset quick`; same config and seed).
+
+    Example:
+        >>> model, data = load_pretrained()
+        >>> x = model(shepp_logan_sample(data).y, data.operator)
+    """
+    from importlib.resources import files
+
+    root = files("jaxrecon") / "pretrained"
+    path = root / name
+    if not path.is_dir():
+        available = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        raise ValueError(f"no pretrained model {name!r}; available: {available}")
+    model, data, _ = load_trained(Path(str(path)), dtype=dtype)
+    return model, data
+
+
+def timed(fn, *args, repeats: int = 3):
+    """Median wall time of `fn(*args)` after one warm-up call (which is timed separately)."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2], first
+
