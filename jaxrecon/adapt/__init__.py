@@ -1,0 +1,35 @@
+"""Model adaptation to a changed forward operator (Gilton, Ongie, Willett 2021), parametric operator
+families for calibration, and worst-case perturbations of reconstruction methods (Antun et al. 2020)."""
+
+from .adaptation import TikhonovSolver, adapt_to_dataset, adapt_to_measurement, calibrate_operator, naive
+from .operators import (
+    AngleOffset,
+    BlurWidth,
+    CentreShift,
+    Combined,
+    DetectorSpacing,
+    GeometryFamily,
+    OperatorFamily,
+    gaussian_kernel_jax,
+)
+from .robustness import METHODS, Perturbation, random_perturbation, worst_case_perturbation
+
+__all__ = [
+    "AngleOffset",
+    "BlurWidth",
+    "CentreShift",
+    "Combined",
+    "DetectorSpacing",
+    "GeometryFamily",
+    "METHODS",
+    "OperatorFamily",
+    "Perturbation",
+    "TikhonovSolver",
+    "adapt_to_dataset",
+    "adapt_to_measurement",
+    "calibrate_operator",
+    "gaussian_kernel_jax",
+    "naive",
+    "random_perturbation",
+    "worst_case_perturbation",
+]
