@@ -80,13 +80,13 @@ class LearnedGradientDescent(eqx.Module):
         self.op_norm = norm_of(op, dtype)
         self.unroll = unroll
 
-        def make(k):
-            return ConvStack(2 + num_memory, 1 + num_memory, hidden, last_scale=last_scale, key=k, dtype=dtype)
+        if block is not None and not callable(block):  # a user network, e.g. a Flax module via `from_flax`
+            raise TypeError(f"{name} expects `block` to be a callable key -> network, got {type(block).__name__}")
 
-        if block is not None:  # a user network, e.g. a Flax module through `from_flax`
-            if not callable(block):
-                raise TypeError(f"{name} expects `block` to be a callable key -> network, got {type(block).__name__}")
-            make = block
+        def make(k):
+            if block is not None:
+                return block(k)
+            return ConvStack(2 + num_memory, 1 + num_memory, hidden, last_scale=last_scale, key=k, dtype=dtype)
 
         self.blocks = make(key) if shared else stack_modules(make, num_iterations, key)
 
