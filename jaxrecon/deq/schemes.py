@@ -45,6 +45,7 @@ for the training loss) is the tool to encourage it.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from collections.abc import Callable
@@ -348,9 +349,9 @@ class _Equilibrium(eqx.Module):
 
     # -- the map ---------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def update(self, z: Float[Array, "H W"], y: Array, op: LinearOperator) -> Float[Array, "H W"]:
         """One application of the scheme's fixed-point map $T(z; y, A)$ (same dtype as `z`)."""
-        raise NotImplementedError
 
     def _data_gradient(self, z, y, op):
         r"""$\tilde A^*(\tilde A z - \tilde y) = A^*(Az - y)/\|A\|^2$ (real part for complex data)."""
@@ -423,7 +424,19 @@ class _Equilibrium(eqx.Module):
 
 
 
-class DEGrad(_Equilibrium):
+class _LearnedStep(_Equilibrium):
+    """A scheme with a learned step $\\eta = \\eta_{\\max}\\,\\mathrm{sigmoid}(\\theta_\\eta) \\in (0, \\eta_{\\max})$."""
+
+    step_param: Float[Array, ""]
+    max_step: float = eqx.field(static=True)
+
+    @property
+    def step(self) -> Float[Array, ""]:
+        """$\\eta = \\eta_{\\max}\\,\\mathrm{sigmoid}(\\theta_\\eta)$."""
+        return self.max_step * jax.nn.sigmoid(self.step_param)
+
+
+class DEGrad(_LearnedStep):
     r"""Deep equilibrium gradient descent (Gilton, Ongie & Willett 2021):
     $x^\star = T(x^\star)$ with
 
@@ -453,8 +466,6 @@ class DEGrad(_Equilibrium):
         >>> xs = model.iterate(jnp.zeros(op.out_shape), op, 10, return_all=True)   # (10, 16, 16)
     """
 
-    step_param: Float[Array, ""]
-    max_step: float = eqx.field(static=True)
 
     def __init__(
         self,
@@ -486,16 +497,12 @@ class DEGrad(_Equilibrium):
                     backward_options=backward_options)
         self.max_step, self.step_param = _step_parameter("DEGrad", step, max_step, self.op_norm.dtype)
 
-    @property
-    def step(self) -> Float[Array, ""]:
-        """$\\eta = \\eta_{\\max}\\,\\mathrm{sigmoid}(\\theta_\\eta)$."""
-        return self.max_step * jax.nn.sigmoid(self.step_param)
 
     def update(self, z, y, op):
         return (z - self.step * (self._data_gradient(z, y, op) + self._regularise(z))).astype(z.dtype)
 
 
-class DEProx(_Equilibrium):
+class DEProx(_LearnedStep):
     r"""Deep equilibrium proximal gradient (Gilton, Ongie & Willett 2021): $x^\star = T(x^\star)$ with
 
     $$ T(x) = R_\theta\big(x - \eta\,\tilde A^*(\tilde A x - \tilde y)\big),\qquad
@@ -522,8 +529,6 @@ class DEProx(_Equilibrium):
         >>> model.solve(jnp.zeros(op.out_shape), op).converged
     """
 
-    step_param: Float[Array, ""]
-    max_step: float = eqx.field(static=True)
 
     def __init__(
         self,
@@ -555,10 +560,6 @@ class DEProx(_Equilibrium):
                     backward_options=backward_options)
         self.max_step, self.step_param = _step_parameter("DEProx", step, max_step, self.op_norm.dtype)
 
-    @property
-    def step(self) -> Float[Array, ""]:
-        """$\\eta = \\eta_{\\max}\\,\\mathrm{sigmoid}(\\theta_\\eta)$."""
-        return self.max_step * jax.nn.sigmoid(self.step_param)
 
     def update(self, z, y, op):
         return self._regularise(z - self.step * self._data_gradient(z, y, op)).astype(z.dtype)
