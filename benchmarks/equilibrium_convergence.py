@@ -37,7 +37,9 @@ $x = (A^*A + \alpha I)^{-1}(A^*y^\delta + \alpha N(x))$, a contraction with fact
 $\le L\,\alpha/(\lambda_{\min}(A^*A) + \alpha) \le L$ for every $\alpha$ (the plain map
 $x - \eta(A^*(Ax - y) + \alpha G(x))$ of `EquilibriumRegularisation` contracts only by
 $1 - O(\alpha)$). $(A^*A + \alpha I)^{-1}$ comes from the eigendecomposition of the dense $A^*A$;
-the fixed point from `jaxrecon.deq.fixed_point` (Anderson, tol 1e-12). Every solution is checked
+the fixed point from `jaxrecon.deq.fixed_point` (Anderson, tol 1e-10: at the smallest
+$\alpha/\|A\|^2 = 10^{-7}$ the map's inverse has condition $\sim 10^7$, so its float64 rounding noise
+lies near $10^{-12}$ relative and a 1e-12 tolerance can stagnate unmet). Every solution is checked
 with the matrix-free operator: relative residual $\|A^*(Ax - y) + \alpha G(x)\|/\|A^*y\|$. At the
 largest $\alpha$, `EquilibriumRegularisation` (the library's scheme, its own map) must agree.
 
@@ -77,7 +79,7 @@ from jaxrecon.phantoms.shepp_logan import shepp_logan  # noqa: E402
 from jaxrecon.solvers.tikhonov import as_matrix  # noqa: E402
 
 F64 = jnp.float64
-TOL = 1e-12
+TOL = 1e-10  # relative fixed-point step; see the module docstring
 
 
 def regulariser(size: int, lipschitz: float, features: int, depth: int, key) -> LipschitzCNN:
@@ -107,7 +109,7 @@ def make_solver(problem: Problem, shape):
     @jax.jit
     def solve(g, b, alpha):
         sol = fixed_point(tmap, jnp.zeros(shape, F64), g, b, alpha, solver="anderson", tol=TOL, max_iter=2000)
-        return sol.z, sol.iterations, sol.converged
+        return sol.z, sol.iterations, sol.converged, sol.residual_norm
 
     return solve
 
@@ -166,7 +168,7 @@ def main(argv=None):
         return jnp.linalg.norm(r) / jnp.linalg.norm(op.T(y))
 
     runs = {}
-    worst_residual, max_iterations, all_converged = 0.0, 0, True
+    worst_residual, worst_fixed_point, max_iterations, all_converged = 0.0, 0.0, 0, True
     example = None
     for name, (truth_name, alpha_of) in rules.items():
         x_true = truths[truth_name]
@@ -180,7 +182,8 @@ def main(argv=None):
                 eps = jax.random.normal(jax.random.key(100 + seed), y_exact.shape, F64)
                 y = y_exact + delta * eps / jnp.linalg.norm(eps)
                 b = jnp.asarray(matrix.T @ np.asarray(y).ravel())
-                x, k, ok = solve(g, b, jnp.asarray(alpha, F64))
+                x, k, ok, fp_res = solve(g, b, jnp.asarray(alpha, F64))
+                worst_fixed_point = max(worst_fixed_point, float(fp_res))
                 worst_residual = max(worst_residual, float(residual(x, y, alpha)))
                 max_iterations, all_converged = max(max_iterations, int(k)), all_converged and bool(ok)
                 errs.append(float(jnp.linalg.norm(x - x_true)))
@@ -216,7 +219,7 @@ def main(argv=None):
                 args=vars(args), num_detectors=int(op.out_shape[1]), operator_norm_squared=norm2,
                 smallest_eigenvalue=float(lam[0]), rank=int(np.sum(lam > lam[-1] * 1e-12)), layer_norms=layer_norms,
                 strong_monotonicity=mu, source_residual=source_residual, w_norm=float(jnp.linalg.norm(w)),
-                worst_residual=worst_residual, max_iterations=max_iterations, all_converged=all_converged,
+                worst_residual=worst_residual, worst_fixed_point_step=worst_fixed_point, max_iterations=max_iterations, all_converged=all_converged,
                 library_check=library, devices=[str(d) for d in jax.devices()],
                 device_kind=jax.devices()[0].device_kind, platform=platform.platform(), cpu_count=os.cpu_count(),
                 jax=jax.__version__, date=time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -245,7 +248,8 @@ def checks(runs, worst_residual, all_converged, library):
     out.append(dict(claim="source: fitted slope >= 0.45 (the O(sqrt(delta)) rate)", passed=src["slope"] >= 0.45,
                     detail=f"slope {src['slope']:.3f}"))
     out.append(dict(claim="every equilibrium solve converged, relative residual of the equation <= 1e-8",
-                    passed=all_converged and worst_residual <= 1e-8, detail=f"worst residual {worst_residual:.1e}"))
+                    passed=all_converged and worst_residual <= 1e-8, detail=f"worst residual {worst_residual:.1e}, "
+                           f"{'all' if all_converged else 'NOT all'} fixed-point solves within tol {TOL:.0e}"))
     out.append(dict(claim="EquilibriumRegularisation (library map) agrees to 1e-6 at the largest alpha",
                     passed=library["converged"] and library["relative_difference"] <= 1e-6,
                     detail=f"{library['iterations']} iterations, relative difference {library['relative_difference']:.1e}"))
@@ -269,7 +273,8 @@ def markdown(meta, runs, verdicts, path):
         "analysis. Source truth: $G(x^\\dagger) = A^*w$ (relative residual "
         f"{meta['source_residual']:.1e}). Noise: Gaussian direction scaled to $\\|y^\\delta - Ax^\\dagger\\| = "
         f"\\delta$, {a['seeds']} draw(s) per level, errors averaged. Worst relative residual of the equation over all "
-        f"solves: {meta['worst_residual']:.1e}; Anderson iterations at most {meta['max_iterations']}.",
+        f"solves: {meta['worst_residual']:.1e} (worst relative fixed-point step "
+        f"{meta['worst_fixed_point_step']:.1e}); Anderson iterations at most {meta['max_iterations']}.",
         "",
         "| delta / ‖y‖ | " + " | ".join(f"{n}: alpha/‖A‖² | rel. error" for n in runs) + " | source: bound |",
         "|---|" + "---|---|" * len(runs) + "---|",
