@@ -57,6 +57,7 @@ LABELS = {
     "lgd": "learned gradient descent, shared weights, backprop",
 }
 MB = 2.0**20
+XLA_WORKAROUND = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,10 +111,6 @@ def worker(cfg: dict) -> dict:
         # tol = 0: the DEQ runs exactly max_iter forward and backward_max_iter backward iterations
         model = DEGrad(op, features=cfg["features"], depth=cfg["depth"], solver=cfg["solver"],
                        backward_solver=cfg["solver"], tol=0.0, max_iter=k, backward_max_iter=k, key=key)
-        if cfg["conv_vjp"] == "canonical":
-            from iterate_more import canonical_vjp  # a benchmark module beside this one
-
-            model = canonical_vjp(model)
 
     def reconstruct(model, op, y):
         if scheme == "deq":
@@ -172,6 +169,10 @@ def worker(cfg: dict) -> dict:
 def run_worker(cfg: dict, timeout: float) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(cfg)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(HERE.parent)])))
+    # XLA CPU (jax 0.10.2, 2 cores) deadlocks executing the 64 x 64 unrolled step at K = 2 when the
+    # operator's geometry arrays are jit arguments (as here): every thread parks, 0% CPU. Turning
+    # off the concurrency-optimised scheduler avoids it; closed-over operators are unaffected.
+    env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), XLA_WORKAROUND]))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -230,11 +231,7 @@ def markdown(meta: dict, rows: list[dict], verdicts: list[dict], path: Path) -> 
         f"images, {c['num_angles']} views, {c['num_detectors']} detectors, float32. DEGrad: LipschitzCNN with "
         f"{c['features']} features, depth {c['depth']}; unrolled: `lax.scan` "
         f"{'fully unrolled' if c['unroll'] == 'full' else 'as a while loop'}; DEQ with {c['solver']} forward and "
-        f"backward, tol = 0 (runs all K iterations each way), convolution VJP `{c['conv_vjp']}`"
-        + (" (on XLA CPU the library's channels-last convolution has a ~35x slower input-gradient inside a while "
-           "loop, i.e. in the DEQ's adjoint iterations: DEQ step times are inflated; `--conv-vjp canonical` "
-           "computes the same gradient on the fast path)" if c["conv_vjp"] == "library" else "")
-        + ". Every row is a fresh process. XLA peak = argument + output + temp "
+        f"backward, tol = 0 (runs all K iterations each way). Every row is a fresh process (XLA_FLAGS={XLA_WORKAROUND}: it avoids an XLA CPU deadlock). XLA peak = argument + output + temp "
         "- alias bytes of the compiled step (`memory_analysis()`); RSS max = `ru_maxrss` of the process "
         "(compilation included); RSS exec = rise of resident memory during the steps alone; times: median "
         f"of {c['repeats']} steps after a warm-up, compilation apart.",
@@ -297,9 +294,6 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--unroll", choices=("full", "none"), default="full",
                     help="unrolled scheme: lax.scan(unroll=True), the unrolled schemes' default, or a while loop")
-    ap.add_argument("--conv-vjp", choices=("library", "canonical"), default="library",
-                    help="DEQ: the library's SpectralConv2d, or iterate_more's canonical-VJP variant (faster backward "
-                    "on XLA CPU, same gradient)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -326,7 +320,7 @@ def main(argv=None):
     num_detectors = args.num_detectors or int(-(-args.size * 2**0.5 // 1))
     config = dict(size=args.size, num_angles=args.num_angles, num_detectors=num_detectors, batch=args.batch,
                   features=args.features, depth=args.depth, solver=args.solver, repeats=args.repeats,
-                  unroll=args.unroll, conv_vjp=args.conv_vjp)
+                  unroll=args.unroll)
 
     start = time.perf_counter()
     rows = []

@@ -22,12 +22,6 @@ Checks: (1) from its convergence point on ($\\|x_k - x_{k-1}\\| \\le 10^{-3}\\|x
 Shepp-Logan and test PSNR stay within 0.5 dB of their best over all k; (2) the unrolled network's
 PSNR at 100 iterations is more than 0.5 dB below its PSNR at K.
 
-Speed: on XLA CPU (jax 0.10.2) the input-gradient of a channels-last convolution inside a while
-loop (the DEQ's adjoint iterations) runs ~35x slower than outside one, because JAX emits it with
-an HWOI kernel layout. By default (`--conv-vjp canonical`) the DEQ's `SpectralConv2d` layers get a
-custom VJP that computes the same gradient with a flipped HWIO kernel (the fast path); the run
-checks that both give the same gradient. `--conv-vjp library` trains with the library as it is.
-
     python benchmarks/iterate_more.py                          # --steps 1000: ~30-60 min on 2 CPU cores
     python benchmarks/iterate_more.py --smoke --out /tmp/im    # 32 x 32, 20 steps: a check
 
@@ -37,7 +31,6 @@ Writes iterate_more.json, .md, .png (PSNR curves) and iterate_more_iterates.png 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -54,10 +47,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxrecon.deq.schemes import DEGrad, SpectralConv2d  # noqa: E402
+from jaxrecon.deq.schemes import DEGrad  # noqa: E402
 from jaxrecon.metrics.quality import psnr  # noqa: E402
 from jaxrecon.nets._scheme import initial_reconstruction  # noqa: E402
-from jaxrecon.nets.conv import _check_image  # noqa: E402
 from jaxrecon.nets.learned_gradient import LearnedGradientDescent  # noqa: E402
 from jaxrecon.train.data import CTData, batch_keys, shepp_logan_sample  # noqa: E402
 from jaxrecon.train.loop import default_optimizer, fit, reconstruction_loss_fn  # noqa: E402
@@ -65,68 +57,6 @@ from jaxrecon.train.loop import default_optimizer, fit, reconstruction_loss_fn  
 CONVERGED = 1e-3  # relative step ||x_k - x_{k-1}|| / ||x_k|| that counts as converged
 TOLERANCE_DB = 0.5
 SHOW = (1, 2, 5, 10, 20, 50, 100)  # iterates shown in the figure row
-
-
-# --------------------------------------------------------------------------------------------------
-# A fast input-gradient for the DEQ's convolutions (numerically the same gradient)
-# --------------------------------------------------------------------------------------------------
-
-_DIMS = ("NHWC", "HWIO", "NHWC")
-
-
-def _conv(x, w):
-    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DIMS)
-
-
-@jax.custom_vjp
-def _conv_canonical(x, w):
-    return _conv(x, w)
-
-
-def _conv_fwd(x, w):
-    return _conv(x, w), (x, w)
-
-
-def _conv_bwd(res, g):
-    x, w = res
-    # The transpose of a stride-1 "SAME" correlation with an odd kernel is the "SAME" correlation
-    # with the spatially flipped kernel and input/output channels swapped: written with an HWIO
-    # kernel, XLA CPU keeps its fast convolution inside while loops.
-    gx = _conv(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2))
-    (gw,) = jax.vjp(lambda w: _conv(x, w), w)[1](g)
-    return gx, gw
-
-
-_conv_canonical.defvjp(_conv_fwd, _conv_bwd)
-
-
-class CanonicalVJPConv2d(SpectralConv2d):
-    """`SpectralConv2d` whose input-gradient is a canonical (HWIO) convolution: same values, fast
-    inside XLA CPU while loops. Odd kernel sizes only (the transpose of "SAME" padding is then
-    "SAME")."""
-
-    def __call__(self, x):
-        x = _check_image(x, self.weight.shape[1], "SpectralConv2d").astype(self.weight.dtype)
-        layer = self if self.frozen else self.normalised(x.shape[1:])
-        y = _conv_canonical(jnp.moveaxis(x, 0, -1)[None], jnp.transpose(layer.weight, (2, 3, 1, 0)))[0]
-        return jnp.moveaxis(y, -1, 0) + layer.bias[:, None, None]
-
-
-def canonical_vjp(tree):
-    """Every `SpectralConv2d` (odd kernel) in a pytree replaced by a `CanonicalVJPConv2d` with the same fields."""
-
-    def is_conv(node):
-        return isinstance(node, SpectralConv2d)
-
-    def convert(node):
-        if not is_conv(node) or type(node) is not SpectralConv2d or node.weight.shape[-1] % 2 == 0:
-            return node
-        new = object.__new__(CanonicalVJPConv2d)
-        for field in dataclasses.fields(node):
-            object.__setattr__(new, field.name, getattr(node, field.name))
-        return new
-
-    return jax.tree.map(convert, tree, is_leaf=is_conv)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -216,22 +146,7 @@ def build(name, op, args, key):
                                       init="fbp", last_scale=0.1, key=key)
     deq = DEGrad(op, features=args.width, depth=args.depth, lipschitz=args.lipschitz, tol=args.tol,
                  max_iter=args.max_iter, key=key)
-    if args.conv_vjp == "canonical":
-        deq = canonical_vjp(deq)
     return deq if name == "deq" else UnrolledDEGrad(deq, args.K)
-
-
-def check_gradients(op, batch, args):
-    """Relative difference of the DEQ's loss gradient with the library's and the canonical conv VJP."""
-    model = DEGrad(op, features=args.width, depth=args.depth, lipschitz=args.lipschitz, tol=args.tol,
-                   max_iter=args.max_iter, key=jax.random.key(1))
-    loss_fn = reconstruction_loss_fn(op)
-    grad = eqx.filter_jit(eqx.filter_grad(loss_fn))
-    g1 = jax.tree.leaves(grad(model, batch))
-    g2 = jax.tree.leaves(grad(canonical_vjp(model), batch))
-    num = sum(float(jnp.sum((a - b) ** 2)) for a, b in zip(g1, g2))
-    den = sum(float(jnp.sum(a**2)) for a in g1)
-    return (num / den) ** 0.5
 
 
 def convergence_point(xs):
@@ -265,7 +180,6 @@ def main(argv=None):
     ap.add_argument("--max-iter", type=int, default=50, help="DEQ forward/backward iterations at most")
     ap.add_argument("--iterations", type=int, default=100, help="evaluate k = 1..this")
     ap.add_argument("--num-test", type=int, default=16)
-    ap.add_argument("--conv-vjp", choices=("canonical", "library"), default="canonical")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--out", default=str(HERE / "results"))
@@ -287,11 +201,6 @@ def main(argv=None):
 
     def batch_fn(k):
         return sample(batch_keys(args.seed, "train", k * args.batch, args.batch))
-
-    grad_check = None
-    if args.conv_vjp == "canonical":
-        grad_check = check_gradients(op, jax.tree.map(lambda a: a[:1], batch_fn(0)), args)
-        print(f"canonical conv VJP vs library: relative gradient difference {grad_check:.2e}", flush=True)
 
     names = (args.unrolled, "deq")
     key = jax.random.key(args.seed)
@@ -329,7 +238,7 @@ def main(argv=None):
     for v in verdicts:
         print(f"{'PASS' if v['passed'] else 'FAIL'}: {v['claim']} ({v['detail']})")
     meta = dict(command="python benchmarks/iterate_more.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                args=vars(args), num_detectors=num_detectors, gradient_check=grad_check,
+                args=vars(args), num_detectors=num_detectors,
                 devices=[str(d) for d in jax.devices()], device_kind=jax.devices()[0].device_kind,
                 platform=platform.platform(), cpu_count=os.cpu_count(), jax=jax.__version__,
                 date=time.strftime("%Y-%m-%d %H:%M:%S"), total_seconds=time.perf_counter() - start)
@@ -389,9 +298,7 @@ def markdown(meta, results, verdicts, path):
         f"{100 * a['noise']:g}% noise, exact sinograms of random ellipses. Training budget: {a['steps']} Adam steps "
         f"(lr {a['lr']:g}, cosine decay) of batch {a['batch']} for each model. Unrolled: {label}. DEQ: DEGrad, "
         f"LipschitzCNN width {a['width']}, depth {a['depth']}, Lipschitz {a['lipschitz']}, Anderson (tol {a['tol']:g}, at most {a['max_iter']} "
-        f"iterations), conv VJP `{a['conv_vjp']}`"
-        + (f" (gradient vs library: relative difference {meta['gradient_check']:.1e})" if meta["gradient_check"]
-           is not None else "") + ".",
+        f"iterations).",
         "",
         "| model | training (s) | " + " | ".join(f"k = {k}" for k in ks) + " | fixed point |",
         "|---|---|" + "---|" * (len(ks) + 1),

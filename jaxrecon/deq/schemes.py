@@ -158,13 +158,43 @@ class SpectralConv2d(eqx.Module):
     def __call__(self, x: Float[Array, "in H W"]) -> Float[Array, "out H W"]:
         x = _check_image(x, self.weight.shape[1], "SpectralConv2d").astype(self.weight.dtype)
         layer = self if self.frozen else self.normalised(x.shape[1:])
-        # Channels-last inside: XLA CPU runs an NCHW convolution inside a while loop (the fixed-point
-        # iterations) ~20x slower than outside one; the NHWC form keeps its fast path (jax 0.10.2).
-        y = jax.lax.conv_general_dilated(
-            jnp.moveaxis(x, 0, -1)[None], jnp.transpose(layer.weight, (2, 3, 1, 0)), (1, 1), "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )[0]
+        y = _same_conv(jnp.moveaxis(x, 0, -1)[None], jnp.transpose(layer.weight, (2, 3, 1, 0)))[0]
         return jnp.moveaxis(y, -1, 0) + layer.bias[:, None, None]
+
+
+# Channels-last with an HWIO kernel, forward AND input-gradient: XLA CPU (jax 0.10.2) runs an NCHW
+# convolution inside a while loop (the fixed-point iterations) ~20x slower than outside one, and
+# JAX's own transpose of the NHWC/HWIO convolution (an HWOI kernel) ~35x slower inside the backward
+# solve's while loop. The transpose of a stride-1 correlation with padding (lo, hi) is the
+# correlation with the spatially flipped, channel-swapped kernel and padding (hi, lo): written so,
+# the input-gradient keeps the fast path. A custom VJP: reverse mode (also reverse-over-reverse, as
+# `jacobian_penalty` needs) only; `jax.jvp` through a `SpectralConv2d` raises JAX's custom_vjp error.
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _pads(w, transpose=False):
+    """"SAME" padding of an HWIO kernel (low = (k-1)//2, high = k//2), or of its transpose."""
+    return [(k // 2, (k - 1) // 2) if transpose else ((k - 1) // 2, k // 2) for k in w.shape[:2]]
+
+
+@jax.custom_vjp
+def _same_conv(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), _pads(w), dimension_numbers=_NHWC)
+
+
+def _same_conv_fwd(x, w):
+    return _same_conv(x, w), (x, w)
+
+
+def _same_conv_bwd(residuals, g):
+    x, w = residuals
+    flipped = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+    gx = jax.lax.conv_general_dilated(g, flipped, (1, 1), _pads(w, transpose=True), dimension_numbers=_NHWC)
+    (gw,) = jax.vjp(lambda w: jax.lax.conv_general_dilated(x, w, (1, 1), _pads(w), dimension_numbers=_NHWC), w)[1](g)
+    return gx, gw
+
+
+_same_conv.defvjp(_same_conv_fwd, _same_conv_bwd)
 
 
 def _replace(module: eqx.Module, **changes) -> eqx.Module:

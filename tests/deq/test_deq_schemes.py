@@ -92,6 +92,35 @@ def test_spectral_normalisation_bounds_the_convolution_norm():
     np.testing.assert_array_equal(small.normalised(shape).weight, small.weight)
 
 
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_convolution_gradients_are_the_transpose(k):
+    """The layer's custom VJP (fast input-gradient) vs NumPy: the input-gradient is the transpose of
+    the layer's matrix, the weight-gradient that of w -> layer(x); also reverse-over-reverse (the
+    gradient of `jacobian_penalty`, a VJP inside a gradient) vs central differences."""
+    conv = SpectralConv2d(2, 3, k, bound=10.0, key=KEY, dtype=F64).normalised((5, 6))  # odd and even kernels
+    rng = np.random.default_rng(k)
+    x, g = rng.normal(size=(2, 5, 6)), rng.normal(size=(3, 5, 6))
+    lin = lambda x: np.asarray(conv(jnp.asarray(x)) - conv.bias[:, None, None])  # noqa: E731
+    matrix = _matrix(lin, (2, 5, 6))
+    if k % 2:  # odd kernels: also the NumPy SAME correlation itself
+        np.testing.assert_allclose(lin(x), _xcorr_same(np.asarray(conv.weight), x), rtol=1e-10, atol=1e-12)
+    gx, gw = jax.grad(lambda x, w: jnp.vdot(g, eqx.tree_at(lambda c: c.weight, conv, w)(x)), (0, 1))(
+        jnp.asarray(x), conv.weight)
+    np.testing.assert_allclose(gx, (matrix.T @ g.ravel()).reshape(x.shape), rtol=1e-10, atol=1e-12)
+    w_matrix = _matrix(lambda w: np.asarray(eqx.tree_at(lambda c: c.weight, conv, jnp.asarray(w))(jnp.asarray(x))
+                                            - conv.bias[:, None, None]), conv.weight.shape)
+    np.testing.assert_allclose(gw, (w_matrix.T @ g.ravel()).reshape(gw.shape), rtol=1e-10, atol=1e-12)
+
+    def penalty(w):  # a VJP of the layer inside, differentiated w.r.t. the weight
+        layer = eqx.tree_at(lambda c: c.weight, conv, w)
+        return jacobian_penalty(lambda z: jnp.tanh(layer(z)), jnp.asarray(x), KEY, num_samples=3)
+
+    d = rng.normal(size=conv.weight.shape)
+    eps = 1e-6
+    fd = (penalty(conv.weight + eps * d) - penalty(conv.weight - eps * d)) / (2 * eps)
+    np.testing.assert_allclose(jnp.vdot(jax.grad(penalty)(conv.weight), d), fd, rtol=1e-6)
+
+
 def test_lipschitz_cnn_is_lipschitz_and_residual():
     net = LipschitzCNN(1, 4, 3, lipschitz=0.6, residual=False, key=KEY, dtype=F64)
     net = jax.tree.map(lambda a: 10 * a if eqx.is_inexact_array(a) else a, net)  # force the normalisation
