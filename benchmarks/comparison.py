@@ -5,7 +5,8 @@ Train on random ellipses ("adler2018" preset: Adler & Öktem's distribution), te
 analytic sinograms (no inverse crime), truth = 4x4 supersampled pixel averages.
 
 Methods: FBP, TV (PDHG), FBP + U-Net (residual, FBPConvNet), unrolled PGD, LISTA, learned gradient
-descent, learned primal-dual. Parameter rules, decided before looking at Shepp-Logan: the FBP
+descent, learned primal-dual, and the deep equilibrium DE-Grad and DE-Prox (Gilton et al.; their
+forward iterations to the fixed point are reported). Parameter rules, decided before looking at Shepp-Logan: the FBP
 filter and the TV weight maximise the mean PSNR on the validation ellipses (the same 16 samples
 the learned methods validate on); the learned methods train for the preset's fixed number of
 steps. An "oracle" TV row (weight tuned on Shepp-Logan itself) is reported for reference only.
@@ -51,7 +52,10 @@ LABELS = {
     "lista": "LISTA",
     "lgd": "Learned gradient descent",
     "lpd": "Learned primal-dual",
+    "degrad": "DE-Grad (deep equilibrium)",
+    "deprox": "DE-Prox (deep equilibrium)",
 }
+DEQ_MODELS = ("degrad", "deprox")
 TV_ITERATIONS = {"quick": 500, "paper": 1000}
 
 
@@ -111,6 +115,17 @@ def classical(op, val, test, sl, preset):
     return rows, recons
 
 
+def forward_iterations(model, op, sl, test):
+    """A DEQ's forward solver diagnostics on Shepp-Logan and the test ellipses."""
+    solve = eqx.filter_jit(lambda m, ys: jax.vmap(lambda y: m.solve(y, op))(ys))
+    s_sl, s_test = solve(model, sl.y[None]), solve(model, test.y)
+    return dict(iterations_shepp_logan=int(s_sl.iterations[0]),
+                iterations_test_mean=float(jnp.mean(s_test.iterations)),
+                iterations_test_max=int(jnp.max(s_test.iterations)),
+                converged_fraction=float(jnp.mean(jnp.concatenate([s_sl.converged, s_test.converged]))),
+                tolerance=float(model.tol), max_iter=int(model.max_iter))
+
+
 def profile_step(model_name, model, op, batch, config):
     """Median time of one training step (forward + gradient + Adam) vs the same operator calls alone.
 
@@ -130,6 +145,11 @@ def profile_step(model_name, model, op, batch, config):
         updates, state = opt.update(grads, state, eqx.filter(model, eqx.is_inexact_array))
         return eqx.apply_updates(model, updates), state, loss
 
+    t_step, t_first = timed(step, model, opt.init(params), batch, repeats=5)
+    out = dict(step_seconds=t_step, first_step_seconds=t_first, operator_seconds=None, operator_share=None,
+               batch_size=int(batch.y.shape[0]))
+    if model_name in DEQ_MODELS:  # data-dependent iteration counts: no fixed operator-only twin
+        return out
     k = 0 if model_name == "unet" else config["model_options"]["num_iterations"]
     geom = op.geom
 
@@ -143,10 +163,8 @@ def profile_step(model_name, model, op, batch, config):
 
         return jax.grad(lambda ys: jnp.sum(jax.vmap(one)(ys)))(ys)
 
-    t_step, t_first = timed(step, model, opt.init(params), batch, repeats=5)
     t_ops, _ = timed(operators_only, batch.y, repeats=5)
-    return dict(step_seconds=t_step, first_step_seconds=t_first, operator_seconds=t_ops,
-                operator_share=t_ops / t_step, batch_size=int(batch.y.shape[0]))
+    return dict(out, operator_seconds=t_ops, operator_share=t_ops / t_step)
 
 
 def main(argv=None):
@@ -202,8 +220,14 @@ def main(argv=None):
         recons[name] = jax.jit(lambda y, m=model: m(y, op))(sl.y)
         batch = sample(batch_keys(config["seed"], "train", 0, config["train"]["batch_size"]))
         profiles[name] = profile_step(name, model, op, batch, config)
+        setting = f"{config['train']['steps']} steps x batch {config['train']['batch_size']}"
+        extra = {}
+        if name in DEQ_MODELS:
+            extra = forward_iterations(model, op, sl, test)
+            setting += (f"; forward iterations {extra['iterations_shepp_logan']} (Shepp-Logan), "
+                        f"{extra['iterations_test_mean']:.1f} (test mean), converged {extra['converged_fraction']:.0%}")
         rows.append(dict(
-            method=name, parameter=f"{config['train']['steps']} steps x batch {config['train']['batch_size']}",
+            method=name, parameter=setting, **extra,
             seconds=ev_sl["seconds_per_reconstruction"], parameters=num_params(model),
             train_seconds=train_seconds, compile_seconds=float(sum(h.get("compile_seconds", [0.0]))),
             shepp_logan=(ev_sl["psnr_mean"], ev_sl["ssim_mean"]), test=(ev_test["psnr_mean"], ev_test["ssim_mean"]),
@@ -284,9 +308,11 @@ def markdown(meta, rows, path):
         ]
         for r in prof:
             p = r["profile"]
+            ops = "" if p["operator_seconds"] is None else f"{p['operator_seconds']:.3f}"
+            share = "" if p["operator_share"] is None else f"{100 * p['operator_share']:.0f}%"
             lines.append(
-                f"| {LABELS[r['method']]} | {p['batch_size']} | {p['step_seconds']:.3f} | "
-                f"{p['operator_seconds']:.3f} | {100 * p['operator_share']:.0f}% | {r['compile_seconds']:.1f} |"
+                f"| {LABELS[r['method']]} | {p['batch_size']} | {p['step_seconds']:.3f} | {ops} | {share} | "
+                f"{r['compile_seconds']:.1f} |"
             )
     path.write_text("\n".join(lines) + "\n")
 
@@ -297,7 +323,7 @@ def figure(truth, recons, rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = ["truth"] + [m for m in ("fbp", "tv", "unet", "pgd", "lista", "lgd", "lpd") if m in recons]
+    order = ["truth"] + [m for m in ("fbp", "tv", "unet", "pgd", "lista", "lgd", "lpd", *DEQ_MODELS) if m in recons]
     by = {r["method"]: r for r in rows}
     fig, axes = plt.subplots(1, len(order), figsize=(2.4 * len(order), 2.8))
     for ax, m in zip(axes, order):

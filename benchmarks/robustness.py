@@ -16,8 +16,9 @@ steps from a small random start, the best iterate kept), with the relative chang
 $\\|f(y + Ar) - f(y)\\|/\\|x\\|$ and the relative size of the data perturbation $\\|Ar\\|/\\|y\\|$.
 
 Methods: FBP (filter chosen on validation), TV (PDHG, weight chosen on validation; the ascent
-differentiates through its `--tv-iterations` iterations), FBP + U-Net, learned gradient descent and
-learned primal-dual, loaded with `load_trained` from `--runs/<model>` (default
+differentiates through its `--tv-iterations` iterations), FBP + U-Net, learned gradient descent,
+learned primal-dual and the deep equilibrium DE-Grad (the ascent differentiates implicitly through
+its fixed point), loaded with `load_trained` from `--runs/<model>` (default
 benchmarks/runs/quick/<model>, written by benchmarks/comparison.py) or from `--checkpoint NAME=PATH`.
 
     python benchmarks/robustness.py
@@ -51,10 +52,10 @@ from jaxrecon.train import batch_keys, shepp_logan_sample
 from jaxrecon.train.experiment import build_data, experiment_config, load_trained, train
 
 HERE = Path(__file__).resolve().parent
-METHODS = ("fbp", "tv", "unet", "lgd", "lpd")
-LEARNED = ("unet", "lgd", "lpd")
+METHODS = ("fbp", "tv", "unet", "lgd", "lpd", "degrad")
+LEARNED = ("unet", "lgd", "lpd", "degrad")
 LABELS = {"fbp": "FBP", "tv": "TV (PDHG)", "unet": "FBP + U-Net", "lgd": "Learned gradient descent",
-          "lpd": "Learned primal-dual"}
+          "lpd": "Learned primal-dual", "degrad": "DE-Grad (deep equilibrium)"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,7 +211,7 @@ def parse(argv=None):
 
 SMOKE = dict(eps=[0.01, 0.05], num_test=1, num_val=4, num_random=2, steps=5, tv_iterations=30, tv_alphas=[0.1, 1.0])
 SMOKE_MODELS = {"unet": dict(channels=4, levels=2), "lgd": dict(num_iterations=2, hidden=8, num_memory=2),
-                "lpd": dict(num_iterations=2, hidden=8, num_primal=2, num_dual=2)}
+                "lpd": dict(num_iterations=2, hidden=8, num_primal=2, num_dual=2), "degrad": dict(features=4, depth=2)}
 
 
 def load_models(args, progress):

@@ -33,7 +33,7 @@ _METHODS = ("fbp", "tv", "lpd")
 # with the length of the rays).
 _TV_ALPHA_64 = 1.26
 _TV_ITERATIONS = 500
-_MODELS = ("unet", "pgd", "lista", "lgd", "lpd")  # mirrors jaxrecon.train.experiment.MODELS (checked in tests)
+_MODELS = ("unet", "pgd", "lista", "lgd", "lpd", "degrad", "deprox")  # mirrors jaxrecon.train.experiment.MODELS (checked in tests)
 _PRESETS = ("quick", "paper")
 
 # The FBP filters (mirrors jaxrecon.operators.fbp.FBP_FILTERS; kept literal so --help needs no JAX import,

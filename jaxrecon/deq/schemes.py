@@ -98,6 +98,10 @@ class SpectralConv2d(eqx.Module):
     weight is already rescaled for `(H, W)` images (`frozen=True`: no recomputation per call);
     the schemes do this once per call via `spectral_normalise`.
 
+    Differentiation: reverse mode (and reverse-over-reverse) only. A custom VJP computes the
+    input-gradient as the correlation with the flipped, channel-swapped kernel, which XLA CPU runs
+    ~35x faster inside the DEQ's backward while loop than JAX's default transpose; `jax.jvp` raises.
+
     Shapes: `(in_channels, H, W) -> (out_channels, H, W)`.
 
     Example:
@@ -143,9 +147,14 @@ class SpectralConv2d(eqx.Module):
         spectrum = jnp.moveaxis(spectrum, (0, 1), (-2, -1))
         if min(spectrum.shape[-2:]) == 1:  # a row or column per frequency: its Euclidean norm
             sigma = jnp.sqrt(jnp.sum(jnp.abs(spectrum) ** 2, axis=(-2, -1)))
-        else:
-            sigma = jnp.linalg.svd(spectrum, compute_uv=False)[..., 0]
-        return jnp.max(sigma)
+            return jnp.max(sigma)
+        # The largest singular value at every frequency without gradient; then the SVD of the
+        # maximising frequency alone, differentiated: the same value and the gradient of the max
+        # (one small SVD in the backward pass instead of one per frequency: 0.9 -> 0.38 s for the
+        # normalisation and gradient of a 32-feature LipschitzCNN at 64 x 64).
+        flat = spectrum.reshape(-1, *spectrum.shape[-2:])
+        sigmas = jnp.linalg.svd(jax.lax.stop_gradient(flat), compute_uv=False)[:, 0]
+        return jnp.linalg.svd(flat[jnp.argmax(sigmas)], compute_uv=False)[0]
 
     def normalised(self, shape: tuple[int, int]) -> SpectralConv2d:
         """A frozen copy with the weight rescaled to operator norm $\\le$ `bound` on `(H, W)` images."""

@@ -11,6 +11,10 @@ Presets (CT, Adler & Öktem's setting: random ellipses for training, 30 views, 5
   residual blocks start small (`last_scale=0.1`) so that short training already helps.
 - `"paper"`: 128 x 128 images, 183 detectors, the paper's architectures (LPD/LGD: 10
   iterations, width 32, LPD from zero) and long training; for a GPU.
+
+Models: `"unet"` (FBP + U-Net), `"pgd"`, `"lista"`, `"lgd"`, `"lpd"` (`jaxrecon.nets`) and the deep
+equilibrium models `"degrad"`, `"deprox"` (`jaxrecon.deq`: LipschitzCNN regulariser with Lip <= 0.9,
+Anderson forward and backward, tolerance 1e-3, at most 30 iterations each way, from 5 CGLS steps).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 import jax
 
+from ..deq import DEGrad, DEProx
 from ..nets import LISTA, LearnedGradientDescent, LearnedPrimalDual, PostProcessing, UNet, UnrolledPGD
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import CTData, batch_keys
@@ -41,13 +46,14 @@ __all__ = [
     "timed",
 ]
 
-MODELS = ("unet", "pgd", "lista", "lgd", "lpd")
+MODELS = ("unet", "pgd", "lista", "lgd", "lpd", "degrad", "deprox")
 
 _DATA = {
     "quick": dict(size=64, num_angles=30, num_detectors=91, noise=0.05, preset="adler2018", supersample=4),
     "paper": dict(size=128, num_angles=30, num_detectors=183, noise=0.05, preset="adler2018", supersample=4),
 }
 
+_DEQ = dict(features=32, depth=4, lipschitz=0.9, tol=1e-3, max_iter=30)
 _MODEL = {
     "quick": {
         "unet": dict(channels=32, levels=4),
@@ -55,6 +61,8 @@ _MODEL = {
         "lista": dict(num_iterations=10, alpha=1.0, wavelet="db2", kernel_size=5),
         "lgd": dict(num_iterations=10, hidden=32, num_memory=5, init="fbp", last_scale=0.1),
         "lpd": dict(num_iterations=10, hidden=32, num_primal=5, num_dual=5, init="fbp", last_scale=0.1),
+        "degrad": _DEQ,
+        "deprox": _DEQ,
     },
     "paper": {
         "unet": dict(channels=64, levels=5),
@@ -62,6 +70,8 @@ _MODEL = {
         "lista": dict(num_iterations=10, alpha=1.0, wavelet="db2", kernel_size=5),
         "lgd": dict(num_iterations=10, hidden=32, num_memory=5, init="fbp"),
         "lpd": dict(num_iterations=10, hidden=32, num_primal=5, num_dual=5, init="zero"),
+        "degrad": _DEQ,
+        "deprox": _DEQ,
     },
 }
 
@@ -72,6 +82,8 @@ _TRAIN = {
         "lista": dict(steps=300, batch_size=4, learning_rate=1e-2),
         "lgd": dict(steps=1500, batch_size=4, learning_rate=1e-3),
         "lpd": dict(steps=2500, batch_size=4, learning_rate=1e-3),
+        "degrad": dict(steps=300, batch_size=4, learning_rate=1e-3),
+        "deprox": dict(steps=300, batch_size=4, learning_rate=1e-3),
     },
     "paper": {
         "unet": dict(steps=50000, batch_size=8, learning_rate=1e-3),
@@ -79,6 +91,8 @@ _TRAIN = {
         "lista": dict(steps=5000, batch_size=8, learning_rate=1e-2),
         "lgd": dict(steps=50000, batch_size=4, learning_rate=1e-3),
         "lpd": dict(steps=100000, batch_size=1, learning_rate=1e-3),
+        "degrad": dict(steps=20000, batch_size=4, learning_rate=1e-3),
+        "deprox": dict(steps=20000, batch_size=4, learning_rate=1e-3),
     },
 }
 
@@ -132,7 +146,8 @@ def build_model(config: dict, op, key=None, dtype=None):
     key = jax.random.key(config["seed"]) if key is None else key
     if name == "unet":
         return PostProcessing(UNet(1, 1, residual=True, key=key, dtype=dtype, **options), init="fbp")
-    cls = {"pgd": UnrolledPGD, "lista": LISTA, "lgd": LearnedGradientDescent, "lpd": LearnedPrimalDual}[name]
+    cls = {"pgd": UnrolledPGD, "lista": LISTA, "lgd": LearnedGradientDescent, "lpd": LearnedPrimalDual,
+           "degrad": DEGrad, "deprox": DEProx}[name]
     return cls(op, key=key, dtype=dtype, **options)
 
 

@@ -92,6 +92,15 @@ def test_spectral_normalisation_bounds_the_convolution_norm():
     np.testing.assert_array_equal(small.normalised(shape).weight, small.weight)
 
 
+def test_spectral_norm_gradient_matches_finite_differences():
+    conv = SpectralConv2d(3, 4, 3, key=KEY, dtype=F64)
+    d = np.random.default_rng(1).normal(size=conv.weight.shape)
+    norm = lambda w: eqx.tree_at(lambda c: c.weight, conv, w).spectral_norm((6, 7))  # noqa: E731
+    eps = 1e-6
+    fd = (norm(conv.weight + eps * d) - norm(conv.weight - eps * d)) / (2 * eps)
+    np.testing.assert_allclose(jnp.vdot(jax.grad(norm)(conv.weight), d), fd, rtol=1e-7)
+
+
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_convolution_gradients_are_the_transpose(k):
     """The layer's custom VJP (fast input-gradient) vs NumPy: the input-gradient is the transpose of

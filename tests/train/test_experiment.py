@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxrecon.deq import DEProx
 from jaxrecon.nets import LearnedPrimalDual, PostProcessing, UnrolledPGD
 from jaxrecon.train import shepp_logan_sample
 from jaxrecon.train.experiment import (
@@ -53,7 +54,9 @@ def test_build_model_types():
     assert isinstance(build_model(unet, op), PostProcessing)
     lpd = experiment_config("lpd", "quick", model_options={"hidden": 4, "num_iterations": 2})
     assert isinstance(build_model(lpd, op), LearnedPrimalDual)
-    assert set(MODELS) == {"unet", "pgd", "lista", "lgd", "lpd"}
+    deq = experiment_config("deprox", "quick", model_options={"features": 4, "depth": 2})
+    assert isinstance(build_model(deq, op), DEProx) and build_model(deq, op).max_iter == 30
+    assert set(MODELS) == {"unet", "pgd", "lista", "lgd", "lpd", "degrad", "deprox"}
 
 
 def test_train_and_load_trained_round_trip(tmp_path):
@@ -70,6 +73,18 @@ def test_train_and_load_trained_round_trip(tmp_path):
     # training changed the parameters (the learning rate is 1e-2 for PGD)
     fresh = build_model(config, data.operator)
     assert not np.allclose(model.params.step, fresh.params.step)
+
+
+def test_deq_model_trains_and_loads(tmp_path):
+    config = experiment_config(
+        "degrad", "quick", data={"size": 16, "num_detectors": 23}, model_options={"features": 4, "depth": 2},
+        train={"steps": 2, "validate_every": 2, "validation_size": 2},
+    )
+    result = train(config, tmp_path / "run", progress=False)
+    model, data, _ = load_trained(tmp_path / "run")
+    np.testing.assert_array_equal(model.step_param, result.model.step_param)
+    assert model.max_iter == 30 and model.tol == 1e-3
+    assert model.step_param != build_model(config, data.operator).step_param  # it trained
 
 
 def test_unknown_pretrained_name():
