@@ -283,7 +283,9 @@ def markdown(meta, rows, path):
         f"detectors, {100 * d['noise']:g}% relative Gaussian noise on the exact analytic sinogram; trained on "
         f"random ellipses (`{d['preset']}`), tested on the modified Shepp-Logan phantom (truth: 4x4 "
         "supersampled pixel averages) and on 16 held-out test ellipses. FBP filter and TV weight: best mean "
-        "PSNR on the 16 validation ellipses the learned methods validate on.",
+        "PSNR on the 16 validation ellipses the learned methods validate on. Training times come from each run's "
+        "checkpoint history: a run resumed from an earlier invocation keeps the time (and machine load) it was "
+        "trained under.",
         "",
         "| method | Shepp-Logan PSNR (dB) | SSIM | test ellipses PSNR | SSIM | recon. time (s) | parameters "
         "| training time (s) | setting |",

@@ -30,10 +30,11 @@ the $C_\text{out}\times C_\text{in}$ kernel spectrum). No stored power-iteration
 the normalisation is computed from the weights, once per model call (outside the fixed-point
 loop). The schemes then contract for every admissible step:
 
-- `DEGrad` with $R_\theta(x) = x - N_\theta(x)$ (`residual=True`): for $\eta \le 2/3$,
-  $\mathrm{Lip}(T) \le 1 - \eta(1 - L)$; the learned step is $\eta = \tfrac23\,\mathrm{sigmoid}(\theta_\eta)$.
+- `DEGrad` with $R_\theta(x) = x - N_\theta(x)$ (`residual=True`) and weight $\alpha \in (0, 1]$: for
+  $\eta(1 + 2\alpha) \le 2$ (so for $\eta \le 2/3$), $\mathrm{Lip}(T) \le 1 - \eta\alpha(1 - L)$; the
+  learned step is $\eta = \tfrac23\,\mathrm{sigmoid}(\theta_\eta)$.
 - `DEProx` with $R_\theta = N_\theta$ (`residual=False`): $\|I - \eta\tilde A^*\tilde A\| \le 1$ for
-  $\eta \le 2$, so $\mathrm{Lip}(T) \le L$; $\eta = 2\,\mathrm{sigmoid}(\theta_\eta)$.
+  $\eta \le 2$, so $\mathrm{Lip}(T) \le 1 - \alpha(1 - L)$; $\eta = 2\,\mathrm{sigmoid}(\theta_\eta)$.
 - `EquilibriumRegularisation` with $G_\theta(x) = x - N_\theta(x)$ (strongly monotone): with
   $\tilde\alpha = \alpha/\|A\|^2$ and the default $\eta = 1/(1+\tilde\alpha)$,
   $\mathrm{Lip}(T) \le 1 - \eta\tilde\alpha(1 - L)$, and the solution is unique.
@@ -464,9 +465,12 @@ class _Equilibrium(eqx.Module):
 
 
 class _LearnedStep(_Equilibrium):
-    """A scheme with a learned step $\\eta = \\eta_{\\max}\\,\\mathrm{sigmoid}(\\theta_\\eta) \\in (0, \\eta_{\\max})$."""
+    """A scheme with a learned step $\\eta = \\eta_{\\max}\\,\\mathrm{sigmoid}(\\theta_\\eta) \\in (0, \\eta_{\\max})$
+    and a learned regulariser weight $\\alpha = \\mathrm{sigmoid}(\\theta_\\alpha) \\in (0, 1)$ (or
+    $\\alpha \\equiv 1$, no parameter, when built with `weight=None`)."""
 
     step_param: Float[Array, ""]
+    weight_param: Float[Array, ""] | None
     max_step: float = eqx.field(static=True)
 
     @property
@@ -474,17 +478,38 @@ class _LearnedStep(_Equilibrium):
         """$\\eta = \\eta_{\\max}\\,\\mathrm{sigmoid}(\\theta_\\eta)$."""
         return self.max_step * jax.nn.sigmoid(self.step_param)
 
+    @property
+    def weight(self) -> Float[Array, ""]:
+        """$\\alpha = \\mathrm{sigmoid}(\\theta_\\alpha)$, or 1 without a weight parameter."""
+        if self.weight_param is None:
+            return jnp.ones((), self.step_param.dtype)
+        return jax.nn.sigmoid(self.weight_param)
+
+    def _learned(self, name, step, max_step, weight):
+        self.max_step, self.step_param = _step_parameter(name, step, max_step, self.op_norm.dtype)
+        if weight is None:
+            self.weight_param = None
+        elif isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < 1:
+            raise ValueError(f"{name} expects 0 < weight < 1 or None, got weight={weight!r}")
+        else:
+            self.weight_param = jnp.asarray(_sigmoid_inverse(weight), self.op_norm.dtype)
+
 
 class DEGrad(_LearnedStep):
     r"""Deep equilibrium gradient descent (Gilton, Ongie & Willett 2021):
     $x^\star = T(x^\star)$ with
 
-    $$ T(x) = x - \eta\,\big(\tilde A^*(\tilde A x - \tilde y) + R_\theta(x)\big),\qquad
-       \eta = \eta_{\max}\,\mathrm{sigmoid}(\theta_\eta) \in (0, \eta_{\max}), $$
+    $$ T(x) = x - \eta\,\big(\tilde A^*(\tilde A x - \tilde y) + \alpha R_\theta(x)\big),\qquad
+       \eta = \eta_{\max}\,\mathrm{sigmoid}(\theta_\eta) \in (0, \eta_{\max}),\quad
+       \alpha = \mathrm{sigmoid}(\theta_\alpha) \in (0, 1), $$
 
     $\tilde A = A/\|A\|$, $\tilde y = y/\|A\|$, $R_\theta$ the learned regulariser gradient (default
     $x - N_\theta(x)$, $N_\theta$ $L$-Lipschitz: a contraction for $\eta_{\max} = 2/3$, see the module
-    docstring). `step` is the initial $\eta$.
+    docstring). `step` is the initial $\eta$, `weight` the initial $\alpha$ (`None`: $\alpha \equiv 1$,
+    Gilton et al.'s map). The weight matters with a contractive $N_\theta$: $x - N_\theta(x)$ vanishes
+    at ONE image only (the fixed point of $N_\theta$), so with $\alpha = 1$ the equilibrium is pulled
+    strongly towards it (measured, 300 quick-preset training steps, Shepp-Logan PSNR: 16.8 dB with
+    $\alpha \equiv 1$, 21.9 dB from $\alpha = 0.1$, 23.0 dB from $\alpha = 0.02$, the default).
 
     Args:
         op: the forward operator (real `(H, W)` images; any `jaxrecon.operators` operator). Its norm
@@ -496,6 +521,7 @@ class DEGrad(_LearnedStep):
         solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter, solver_options,
             backward_options: passed to `jaxrecon.deq.fixed_point` (relative residual
             $\|T(x) - x\| \le$ `tol` $\|x\|$).
+        weight: the initial regulariser weight $\alpha \in (0, 1)$ (learned), or None for $\alpha \equiv 1$.
         key: PRNG key of the default regulariser; dtype: its float dtype and the iterate's.
 
     Example:
@@ -513,6 +539,7 @@ class DEGrad(_LearnedStep):
         *,
         step: float = 1 / 3,
         max_step: float = 2 / 3,
+        weight: float | None = 0.02,
         features: int = 32,
         depth: int = 4,
         lipschitz: float = 0.9,
@@ -534,21 +561,25 @@ class DEGrad(_LearnedStep):
                     max_iter=max_iter, backward_solver=backward_solver, backward_tol=backward_tol,
                     backward_max_iter=backward_max_iter, solver_options=solver_options,
                     backward_options=backward_options)
-        self.max_step, self.step_param = _step_parameter("DEGrad", step, max_step, self.op_norm.dtype)
+        self._learned("DEGrad", step, max_step, weight)
 
 
     def update(self, z, y, op):
-        return (z - self.step * (self._data_gradient(z, y, op) + self._regularise(z))).astype(z.dtype)
+        return (z - self.step * (self._data_gradient(z, y, op) + self.weight * self._regularise(z))).astype(z.dtype)
 
 
 class DEProx(_LearnedStep):
     r"""Deep equilibrium proximal gradient (Gilton, Ongie & Willett 2021): $x^\star = T(x^\star)$ with
 
-    $$ T(x) = R_\theta\big(x - \eta\,\tilde A^*(\tilde A x - \tilde y)\big),\qquad
-       \eta = \eta_{\max}\,\mathrm{sigmoid}(\theta_\eta) \in (0, \eta_{\max}), $$
+    $$ T(x) = (1 - \alpha)\,v + \alpha R_\theta(v),\quad v = x - \eta\,\tilde A^*(\tilde A x - \tilde y),\qquad
+       \eta = \eta_{\max}\,\mathrm{sigmoid}(\theta_\eta) \in (0, \eta_{\max}),\quad
+       \alpha = \mathrm{sigmoid}(\theta_\alpha) \in (0, 1), $$
 
     $R_\theta$ a learned proximal map/denoiser (default $N_\theta$, $L$-Lipschitz: a contraction for
-    $\eta_{\max} = 2$, see the module docstring). `step` is the initial $\eta$.
+    $\eta_{\max} = 2$, see the module docstring), relaxed by the learned weight $\alpha$ (a map that
+    is $L$-Lipschitz with $L < 1$ cannot be the identity, so $R_\theta$ alone would bias every
+    image; the relaxed map is $(1 - \alpha(1 - L))$-Lipschitz). `step` is the initial $\eta$,
+    `weight` the initial $\alpha$ (`None`: $\alpha \equiv 1$, $T(x) = R_\theta(v)$, Gilton et al.'s map).
 
     Args:
         op: the forward operator (real `(H, W)` images; any `jaxrecon.operators` operator). Its norm
@@ -560,6 +591,7 @@ class DEProx(_LearnedStep):
         solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter, solver_options,
             backward_options: passed to `jaxrecon.deq.fixed_point` (relative residual
             $\|T(x) - x\| \le$ `tol` $\|x\|$).
+        weight: the initial relaxation $\alpha \in (0, 1)$ (learned), or None for $\alpha \equiv 1$.
         key: PRNG key of the default regulariser; dtype: its float dtype and the iterate's.
 
     Example:
@@ -576,6 +608,7 @@ class DEProx(_LearnedStep):
         *,
         step: float = 1.0,
         max_step: float = 2.0,
+        weight: float | None = 0.02,
         features: int = 32,
         depth: int = 4,
         lipschitz: float = 0.9,
@@ -597,11 +630,12 @@ class DEProx(_LearnedStep):
                     max_iter=max_iter, backward_solver=backward_solver, backward_tol=backward_tol,
                     backward_max_iter=backward_max_iter, solver_options=solver_options,
                     backward_options=backward_options)
-        self.max_step, self.step_param = _step_parameter("DEProx", step, max_step, self.op_norm.dtype)
+        self._learned("DEProx", step, max_step, weight)
 
 
     def update(self, z, y, op):
-        return self._regularise(z - self.step * self._data_gradient(z, y, op)).astype(z.dtype)
+        v = z - self.step * self._data_gradient(z, y, op)
+        return ((1 - self.weight) * v + self.weight * self._regularise(v)).astype(z.dtype)
 
 
 class EquilibriumRegularisation(_Equilibrium):

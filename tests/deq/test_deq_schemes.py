@@ -172,17 +172,19 @@ def _by_hand(model, x, y, op):
     grad = jnp.real(op.T(op(x) - y)) / n2
     reg = lambda z: model.regulariser(z[None])[0]  # noqa: E731
     if isinstance(model, DEGrad):
-        return x - model.step * (grad + reg(x))
+        return x - model.step * (grad + model.weight * reg(x))
     if isinstance(model, DEProx):
-        return reg(x - model.step * grad)
+        v = x - model.step * grad
+        return (1 - model.weight) * v + model.weight * reg(v)
     alpha = model.alpha / n2
     return x - (grad + alpha * reg(x)) / (1 + alpha)
 
 
 @pytest.mark.parametrize(
     "cls, op, kw",
-    [(DEGrad, RADON, {}), (DEProx, BLUR, {"solver": "broyden"}), (EquilibriumRegularisation, FOURIER, {"alpha": 1.0})],
-    ids=["degrad-radon", "deprox-blur", "equilibrium-fourier"],
+    [(DEGrad, RADON, {}), (DEProx, BLUR, {"solver": "broyden"}), (DEProx, BLUR, {"weight": None}),
+     (EquilibriumRegularisation, FOURIER, {"alpha": 1.0})],
+    ids=["degrad-radon", "deprox-blur", "deprox-unweighted", "equilibrium-fourier"],
 )
 def test_schemes_reach_their_fixed_point(cls, op, kw):
     model = cls(op, key=KEY, tol=1e-8, max_iter=300, **SMALL, **kw)
@@ -238,7 +240,7 @@ def test_gradient_matches_finite_differences():
 
 
 def test_iterate_runs_the_same_map_and_approaches_the_fixed_point():
-    model = DEProx(BLUR, key=KEY, lipschitz=0.5, tol=1e-10, max_iter=200, **SMALL)
+    model = DEProx(BLUR, key=KEY, lipschitz=0.5, weight=None, tol=1e-10, max_iter=200, **SMALL)
     y = BLUR(X)
     xs = eqx.filter_jit(lambda m, y: m.iterate(y, BLUR, 60, return_all=True))(model, y)
     assert xs.shape == (60, N, N)
@@ -275,6 +277,8 @@ def test_bad_input_names_expected_and_given():
         DEGrad(BLUR, key=KEY, init="tv", **SMALL)
     with pytest.raises(ValueError, match="0 < step < max_step"):
         DEGrad(BLUR, key=KEY, step=1.0, **SMALL)
+    with pytest.raises(ValueError, match="0 < weight < 1 or None, got weight=1.5"):
+        DEProx(BLUR, key=KEY, weight=1.5, **SMALL)
     with pytest.raises(ValueError, match="needs a PRNG `key`"):
         DEGrad(BLUR)
     with pytest.raises(ValueError, match="solver must be one of"):
