@@ -88,7 +88,7 @@ def main(argv=None):
             grad = jax.jit(jax.grad(lambda x, forward=forward: jnp.sum(forward(x) ** 2)))
             t_f, c_f = timed(fwd, x, args.repeats)
             t_g, c_g = timed(grad, x, args.repeats)
-            rows.append(dict(layer=name, loop="while loop" if unroll == 1 else "unrolled", forward_seconds=t_f,
+            rows.append(dict(layer=name, loop="unrolled" if unroll is True else "while loop", forward_seconds=t_f,
                              gradient_seconds=t_g, compile_forward_seconds=c_f, compile_gradient_seconds=c_g))
             print(f"{name:15s} {rows[-1]['loop']:10s} forward {t_f * 1e3:8.1f} ms, forward+gradient "
                   f"{t_g * 1e3:8.1f} ms", flush=True)
