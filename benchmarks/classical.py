@@ -7,7 +7,17 @@ version of the problem (30 angles, 92 detectors) because its dense matrix is the
 Parameter rule (documented, not tuned on the test phantom): for each method, every value of its grid
 is run on --held-out random-ellipse phantoms ("dival" preset, values in [0, 1] like Shepp-Logan,
 simulated the same way with their own analytic sinograms and noise); the value with the best mean
-PSNR is used on Shepp-Logan.
+PSNR is used on Shepp-Logan. Regularisation weights are chosen relative to the noise level, as the
+discrepancy principle's tau is: with sigma = delta / sqrt(m) the noise standard deviation per
+sinogram sample (delta = ||y - y_exact||, m samples), the grids are over c in alpha = c sigma for the
+l1-type penalties (wavelet l1, TV; their weight scales like a threshold, linearly in the noise) and
+alpha = c sigma^2 for Tikhonov (the Gaussian-prior weight sigma^2 / s^2). Relative 5% noise makes
+sigma phantom-dependent (Shepp-Logan's is about 2.6x smaller than the held-out phantoms'), so a raw
+alpha chosen on the held-out set would over-regularise Shepp-Logan (TV: 23.97 dB instead of 30.6).
+
+PSNR/SSIM are against the 4x4-supersampled pixel averages of the phantom (the image the exact line
+integrals belong to); a second PSNR against point samples at pixel centres is what the published
+anchors (ODL's point-sampled phantom) use.
 
     python benchmarks/classical.py                # full run
     python benchmarks/classical.py --quick        # smaller grids and fewer iterations (a check)
@@ -40,25 +50,35 @@ N, ANGLES, DETECTORS, NOISE = 128, 30, 183, 0.05
 class Problem(NamedTuple):
     geom: ParallelBeamGeometry
     op: RadonTransform
-    x: jnp.ndarray  # ground truth image
+    x: jnp.ndarray  # ground truth image: pixel averages
     y: jnp.ndarray  # noisy sinogram
     delta: jnp.ndarray  # ||y - y_exact||
+    x_points: jnp.ndarray  # the phantom sampled at pixel centres
+
+    @property
+    def sigma(self):
+        """Noise standard deviation per sinogram sample, delta / sqrt(m)."""
+        return self.delta / math.sqrt(self.y.size)
 
 
-def simulate(phantom, n, num_detectors, key) -> Problem:
+def simulate(phantom, n, num_detectors, key, published=False) -> Problem:
+    """Noisy data of one phantom. `published=True`: the published anchors' convention instead (data from
+    our projector applied to the point-sampled phantom, truth = that phantom: an inverse crime)."""
     geom = ParallelBeamGeometry.uniform((n, n), ANGLES, num_detectors, dtype=jnp.float32)
-    exact = ellipse_sinogram(phantom, geom).astype(jnp.float32)
-    y = gaussian_noise(key, exact, NOISE)
+    op = RadonTransform(geom)
+    points = rasterize(phantom, (n, n)).astype(jnp.float32)
     # Truth: pixel averages of the continuous phantom (4x4 supersampling), the image the exact line
     # integrals belong to; point samples of Shepp-Logan are themselves only ~26 dB from it.
-    return Problem(geom, RadonTransform(geom), rasterize(phantom, (n, n), supersample=4).astype(jnp.float32), y,
-                   jnp.linalg.norm(y - exact))
+    x = points if published else rasterize(phantom, (n, n), supersample=4).astype(jnp.float32)
+    exact = op(points) if published else ellipse_sinogram(phantom, geom).astype(jnp.float32)
+    y = gaussian_noise(key, exact, NOISE)
+    return Problem(geom, op, x, y, jnp.linalg.norm(y - exact), points)
 
 
-def problems(n, num_detectors, held_out):
-    test = simulate(shepp_logan_ellipses(jnp.float32), n, num_detectors, jax.random.PRNGKey(0))
+def problems(n, num_detectors, held_out, published=False):
+    test = simulate(shepp_logan_ellipses(jnp.float32), n, num_detectors, jax.random.PRNGKey(0), published)
     train = [simulate(random_ellipse_phantom(jax.random.PRNGKey(1000 + i), (n, n), "dival", dtype=jnp.float32),
-                      n, num_detectors, jax.random.PRNGKey(2000 + i)) for i in range(held_out)]
+                      n, num_detectors, jax.random.PRNGKey(2000 + i), published) for i in range(held_out)]
     return test, train
 
 
@@ -95,10 +115,10 @@ def _norm2(op):
 
 
 def methods(norm2: float, quick: bool) -> list[Method]:
-    """The methods, their parameter grids (scaled by ||A||^2 where the parameter has data units) and runners."""
+    """The methods, their parameter grids and runners (weights as multiples of the noise level, see the module doc)."""
     from jaxrecon import solvers as S
 
-    rel = lambda lo, hi, k: [float(c * norm2) for c in np.logspace(lo, hi, k)]
+    grid = lambda lo, hi, k: [float(c) for c in np.logspace(lo, hi, k)]
     it = (lambda full, small: small) if quick else (lambda full, small: full)
 
     @jax.jit
@@ -138,13 +158,15 @@ def methods(norm2: float, quick: bool) -> list[Method]:
 
     return [
         Method("FBP (Hann)", ["hann"], lambda p, f: (fbp(p.y, p.geom, f), 1), "filter"),
-        Method("Tikhonov (CGLS)", rel(-4, 0, it(9, 4)), lambda p, a: out(tikhonov(p.y, a, p.op)), "alpha"),
+        Method("Tikhonov (CGLS)", grid(0, 3.5, it(8, 4)), lambda p, c: out(tikhonov(p.y, c * p.sigma ** 2, p.op)),
+               "alpha/sigma^2"),
         Method("TSVD (64x64)", [100, 200, 400, 700, 1000, 1500, 2000], lambda p, r: (tsvd_run(p, r), 1), "rank", small=True),
         Method("Landweber + discrepancy", [1.0, 1.1, 1.25, 1.5, 2.0], lambda p, t: out(landweber(p.y, p.delta, t, p.op)), "tau"),
         Method("SART (block Kaczmarz)", it([1, 2, 3, 5, 8, 12, 20], [1, 3]), lambda p, k: out(sart(p, k)), "sweeps"),
         Method("SGD (5 angles/step)", it([60, 250, 1000], [60, 250]), lambda p, k: out(sgd(p, k)), "steps"),
-        Method("FISTA (db2 wavelets)", rel(-4, -1, it(7, 3)), lambda p, a: out(fista(p.y, a, p.op)), "alpha"),
-        Method("TV (PDHG)", rel(-3.5, -1, it(8, 3)), lambda p, a: out(tv(p.y, a, p.op)), "alpha"),
+        Method("FISTA (db2 wavelets)", grid(0.5, 2.5, it(9, 3)), lambda p, c: out(fista(p.y, c * p.sigma, p.op)),
+               "alpha/sigma"),
+        Method("TV (PDHG)", grid(0, 1.5, it(8, 3)), lambda p, c: out(tv(p.y, c * p.sigma, p.op)), "alpha/sigma"),
         Method("Banach Landweber + discrepancy", [1.2, 1.5, 1.8, 2.0], lambda p, q: out(banach(p.y, p.delta, q, p.op)), "p"),
     ]
 
@@ -202,6 +224,7 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = ap.parse_args(argv)
     held_out = 2 if args.quick else args.held_out
+    load_before = os.getloadavg()
 
     test, train = problems(N, DETECTORS, held_out)
     test64, train64 = problems(64, 92, held_out)
@@ -213,26 +236,34 @@ def main(argv=None):
         best, scores = select(m, t_train)
         select_seconds = time.perf_counter() - t0
         (x, iters), seconds = _timed(lambda: m.run(t_prob, best))
-        x = jnp.asarray(x)
-        row = dict(method=m.name, parameter=m.param_name, value=best, psnr=float(psnr(x, t_prob.x, data_range=1.0)),
-                   ssim=float(ssim(x, t_prob.x, data_range=1.0)), iterations=iters, seconds=seconds,
-                   image=f"{t_prob.geom.shape[0]}x{t_prob.geom.shape[1]}", held_out_mean_psnr=scores,
-                   selection_seconds=select_seconds)
-        rows.append(row)
+        rows.append(_row(m, best, x, t_prob, iters, seconds, scores, select_seconds))
         recons[m.name] = np.asarray(x)
-        print(f"{m.name:32s} {m.param_name}={_fmt(best):<12s} PSNR {row['psnr']:6.2f} SSIM {row['ssim']:.3f} "
+        print(f"{m.name:32s} {m.param_name}={_fmt(best):<12s} PSNR {rows[-1]['psnr']:6.2f} SSIM {rows[-1]['ssim']:.3f} "
               f"it {iters:5d} {seconds * 1e3:8.1f} ms", flush=True)
 
-    # Oracle (not a fair row): TV with alpha tuned on Shepp-Logan itself, to separate the method from the rule.
+    # Oracle (not a fair row): TV with c tuned on Shepp-Logan itself, to separate the method from the rule.
     tv_method = next(m for m in methods(norm2, args.quick) if m.name == "TV (PDHG)")
     oracle, oracle_scores = select(tv_method, [test])
     (x, iters), seconds = _timed(lambda: tv_method.run(test, oracle))
-    rows.append(dict(method="TV (PDHG), oracle alpha", parameter="alpha", value=oracle,
-                     psnr=float(psnr(x, test.x, data_range=1.0)), ssim=float(ssim(x, test.x, data_range=1.0)),
-                     iterations=iters, seconds=seconds, image=f"{N}x{N}", held_out_mean_psnr=oracle_scores,
-                     selection_seconds=0.0))
+    rows.append(_row(tv_method._replace(name="TV (PDHG), oracle parameter"), oracle, x, test, iters, seconds,
+                     oracle_scores, 0.0))
     recons[rows[-1]["method"]] = np.asarray(x)
-    print(f"TV oracle alpha={oracle:.4g} PSNR {rows[-1]['psnr']:.2f}", flush=True)
+    print(f"TV oracle c={oracle:.4g} PSNR {rows[-1]['psnr']:.2f}", flush=True)
+
+    # The published anchors' convention (inverse crime, point-sampled truth), same methods and rule.
+    anchor_test, anchor_train = problems(N, DETECTORS, held_out, published=True)
+    anchor_rows = []
+    for m in methods(norm2, args.quick):
+        if m.name in ("FBP (Hann)", "TV (PDHG)"):
+            best, scores = select(m, anchor_train)
+            (x, iters), seconds = _timed(lambda: m.run(anchor_test, best))
+            anchor_rows.append(_row(m, best, x, anchor_test, iters, seconds, scores, 0.0))
+            print(f"published convention: {m.name} PSNR {anchor_rows[-1]['psnr']:.2f}", flush=True)
+    oracle, oracle_scores = select(tv_method, [anchor_test])
+    (x, iters), seconds = _timed(lambda: tv_method.run(anchor_test, oracle))
+    anchor_rows.append(_row(tv_method._replace(name="TV (PDHG), oracle parameter"), oracle, x, anchor_test, iters,
+                            seconds, oracle_scores, 0.0))
+    print(f"published convention: TV oracle c={oracle:.4g} PSNR {anchor_rows[-1]['psnr']:.2f}", flush=True)
 
     from jaxrecon import solvers as S
 
@@ -247,38 +278,93 @@ def main(argv=None):
                 problem=f"Shepp-Logan {N}x{N}, {ANGLES} angles in [0, pi), {DETECTORS} detectors, {NOISE:.0%} relative "
                         "Gaussian noise, exact analytic sinogram",
                 held_out=held_out, norm2=norm2, machine=f"{platform.machine()}, {os.cpu_count()} cores",
-                date=time.strftime("%Y-%m-%d"), jax=jax.__version__)
+                date=time.strftime("%Y-%m-%d"), jax=jax.__version__, sigma_test=float(test.sigma),
+                sigma_held_out=[float(p.sigma) for p in train],
+                load_average_before_after=[list(load_before), list(os.getloadavg())])
+    checks = _checks(rows, anchor_rows, path)
     os.makedirs(args.out, exist_ok=True)
     name = "classical_quick" if args.quick else "classical"
     with open(os.path.join(args.out, name + ".json"), "w") as f:
-        json.dump(dict(meta=meta, rows=rows, path=path, landweber_relative_error=error_curve.tolist()), f, indent=1)
+        json.dump(dict(meta=meta, rows=rows, published_convention=anchor_rows, path=path, checks=checks, landweber_relative_error=error_curve.tolist()), f, indent=1)
     with open(os.path.join(args.out, name + ".md"), "w") as f:
-        f.write(markdown(meta, rows, path, error_curve))
+        f.write(markdown(meta, rows, anchor_rows, path, checks, error_curve))
     figure(test, test64, recons, rows, error_curve, os.path.join(args.out, name + ".png"))
+
+
+def _row(m: Method, value, x, prob: Problem, iters, seconds, scores, select_seconds) -> dict:
+    x = jnp.asarray(x)
+    scale = {"alpha/sigma": prob.sigma, "alpha/sigma^2": prob.sigma ** 2}.get(m.param_name)
+    return dict(method=m.name, parameter=m.param_name, value=value,
+                alpha=None if scale is None else float(value * scale),
+                psnr=float(psnr(x, prob.x, data_range=1.0)), ssim=float(ssim(x, prob.x, data_range=1.0)),
+                psnr_points=float(psnr(x, prob.x_points, data_range=1.0)), iterations=iters, seconds=seconds,
+                image=f"{prob.geom.shape[0]}x{prob.geom.shape[1]}", held_out_mean_psnr=scores,
+                selection_seconds=select_seconds)
+
+
+def _checks(rows, anchor_rows, path) -> list[dict]:
+    """The issue's criteria, evaluated on this run, in both conventions."""
+    out = []
+    for conv, rs in [("analytic data, pixel-average truth", rows), ("published convention", anchor_rows)]:
+        by = {r["method"]: r for r in rs}
+        tv, fbp = by["TV (PDHG)"]["psnr"], by["FBP (Hann)"]["psnr"]
+        out += [dict(check=f"TV (held-out rule) >= 28 dB on Shepp-Logan; {conv}", value=f"{tv:.2f} dB", passed=tv >= 28.0),
+                dict(check=f"FBP within 1 dB of the published 19.75 dB; {conv}", value=f"{fbp:.2f} dB",
+                     passed=abs(fbp - 19.75) <= 1.0)]
+    for k, v in path.items():
+        if not k.startswith("Tikhonov (SVD"):
+            out.append(dict(check=f"vmapped path over 16 alphas >= 2x faster than 16 jitted calls: {k}",
+                            value=f"{v['speedup']:.2f}x", passed=v["speedup"] >= 2.0))
+    return out
 
 
 def _fmt(v):
     return v if isinstance(v, str) else f"{v:.4g}"
 
 
-def markdown(meta, rows, path, error_curve):
+def markdown(meta, rows, anchor_rows, path, checks, error_curve):
     best = int(np.argmin(error_curve))
+    load = [" ".join(f"{v:.2f}" for v in la) for la in meta["load_average_before_after"]]
     lines = [
         "# Classical regularisation benchmark", "",
-        f"`{meta['command']}`; {meta['problem']}; {meta['machine']}, jax {meta['jax']}, {meta['date']}.", "",
+        f"`{meta['command']}`; {meta['problem']}; {meta['machine']}, jax {meta['jax']}, {meta['date']}. Load average "
+        f"(1/5/15 min) before / after: {load[0]} / {load[1]} (above ~1: other work shared the cores, times are "
+        "indicative).", "",
         f"Parameters: for each method, the grid value with the best mean PSNR on {meta['held_out']} held-out random-ellipse "
-        "phantoms (DIVal preset, simulated the same way); never tuned on Shepp-Logan. PSNR/SSIM with data range 1. "
-        "Truth images are 4x4-supersampled pixel averages of the phantoms. Time: median of 3 jitted runs after a warm-up (compile excluded). TSVD runs on the 64x64 problem "
-        "(30 angles, 92 detectors).", "",
-        "| method | parameter | PSNR (dB) | SSIM | iterations | time (ms) | image |", "|---|---|---|---|---|---|---|",
+        "phantoms (DIVal preset, simulated the same way); never tuned on Shepp-Logan. Weights are chosen as multiples of "
+        "the noise level sigma = ||y - y_exact|| / sqrt(m) (per sinogram sample): alpha = c sigma for wavelet-l1 and TV, "
+        "alpha = c sigma^2 for Tikhonov; the table gives c and the alpha it means on Shepp-Logan "
+        f"(sigma {meta['sigma_test']:.3f} there, {min(meta['sigma_held_out']):.3f}-{max(meta['sigma_held_out']):.3f} "
+        "on the held-out phantoms: 5% relative noise on sinograms of different size). Landweber and Banach Landweber stop "
+        "by the discrepancy principle, tau chosen the same way. PSNR/SSIM with data range 1 against 4x4-supersampled "
+        "pixel averages of the phantom (the JSON also has `psnr_points`, against point samples). Time: median of 3 jitted runs after a warm-up (compile excluded). TSVD runs on "
+        "the 64x64 problem (30 angles, 92 detectors).", "",
+        "| method | parameter | alpha | PSNR (dB) | SSIM | iterations | time (ms) | image |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['parameter']} = {_fmt(r['value'])} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
-                     f"{r['iterations']} | {r['seconds'] * 1e3:.1f} | {r['image']} |")
-    lines += ["", "The oracle row tunes TV's alpha on Shepp-Logan itself (the same grid): it is not a fair comparison, "
-              "it shows how much of TV's gap is the held-out parameter rule.", "",
-              "Published anchors (Adler and Öktem 2018, same setting): FBP 19.75 dB, TV 28.1-29.8 dB. Against the "
-              "point-sampled phantom `shepp_logan(128)` our FBP (Hann) gives 19.49 dB (README example).", "",
+        alpha = "" if r["alpha"] is None else f"{r['alpha']:.4g}"
+        lines.append(f"| {r['method']} | {r['parameter']} = {_fmt(r['value'])} | {alpha} | {r['psnr']:.2f} | "
+                     f"{r['ssim']:.3f} | {r['iterations']} | {r['seconds'] * 1e3:.1f} | {r['image']} |")
+    lines += ["", "The oracle row tunes TV's c on Shepp-Logan itself (the same grid): it is not a fair comparison, "
+              "it shows how much of TV's result is the held-out parameter rule.", "",
+              "Published anchors (Adler and Öktem 2018, same setting): FBP 19.75 dB, TV 28.1-29.8 dB. Their data come "
+              "from ODL's projector applied to the point-sampled phantom, and PSNR is against that phantom. The same "
+              "convention here (our projector on `rasterize(shepp_logan)`, 5% noise, truth = point samples; held-out "
+              "phantoms likewise, the same rule):", "",
+              "| method | parameter | alpha | PSNR (dB) | SSIM | iterations |", "|---|---|---|---|---|---|"]
+    for r in anchor_rows:
+        alpha = "" if r["alpha"] is None else f"{r['alpha']:.4g}"
+        lines.append(f"| {r['method']} | {r['parameter']} = {_fmt(r['value'])} | {alpha} | {r['psnr']:.2f} | "
+                     f"{r['ssim']:.3f} | {r['iterations']} |")
+    lines += ["", "In that convention the point-sampled phantom's staircase edges are part of the truth; the held-out "
+              "phantoms then prefer a larger c than Shepp-Logan, so the rule under-performs the oracle there (the "
+              "anchors' TV was tuned on Shepp-Logan). With analytic data, point samples are the wrong truth for any "
+              "method (the data carry partial-volume edges): the main table's pixel-average PSNR is the meaningful one "
+              "there, and the issue asks for data without the inverse crime.", "",
+              "## Checks", "", "| check | value | result |", "|---|---|---|"]
+    lines += [f"| {c['check']} | {c['value']} | {'PASS' if c['passed'] else 'FAIL'} |" for c in checks]
+    lines += ["", "TV against ODL's and SCICO's PDHG on the same problem: `benchmarks/results/tv_peers.md`.", "",
               "## Regularisation path (16 alphas)", "", "| solver | one vmapped call (ms) | 16 jitted calls (ms) | speed-up | max difference |",
               "|---|---|---|---|---|"]
     for k, v in path.items():
