@@ -313,6 +313,12 @@ def summarise(per_image: dict, eps) -> list[dict]:
     return out
 
 
+def _shown(checkpoint: str) -> str:
+    """A checkpoint path as shown in the report: relative to the repository when inside it."""
+    p = Path(checkpoint)
+    return str(p.relative_to(HERE.parent)) if p.is_absolute() and p.is_relative_to(HERE.parent) else checkpoint
+
+
 def markdown(meta, results, path: Path):
     d = meta["config"]["data"]
     lines = [
@@ -331,23 +337,24 @@ def markdown(meta, results, path: Path):
         "$\\|Ar\\|/\\|y\\|$ = relative size of the data perturbation. Cells: Shepp-Logan / mean of "
         f"{meta['num_test']} test ellipses.",
         "",
-        "| method | eps | clean PSNR | random PSNR | worst PSNR | random change | worst change "
+        "| method | eps | clean PSNR | random PSNR | worst PSNR | worst-case drop (dB) | random change | worst change "
         "| worst ‖Ar‖/‖y‖ | setting |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(row, k, digits):
-        sl = f"{row['shepp_logan'][k]:.{digits}f}"
-        return sl + (f" / {row['test'][k]:.{digits}f}" if "test" in row else "")
+        value = (lambda part: part["clean"] - part["worst"]) if k == "drop" else (lambda part: part[k])
+        sl = f"{value(row['shepp_logan']):.{digits}f}"
+        return sl + (f" / {value(row['test']):.{digits}f}" if "test" in row else "")
 
     for name, res in results.items():
         s = res["setting"]
         setting = (f"filter {s['filter']}" if name == "fbp" else
-                   f"alpha {s['alpha']:.3g}, {s['iterations']} it." if name == "tv" else f"`{s['checkpoint']}`")
+                   f"alpha {s['alpha']:.3g}, {s['iterations']} it." if name == "tv" else f"`{_shown(s['checkpoint'])}`")
         for row in res["summary"]:
             lines.append(
                 f"| {LABELS[name]} | {row['eps']:g} | {cell(row, 'clean', 2)} | {cell(row, 'random', 2)} | "
-                f"{cell(row, 'worst', 2)} | {cell(row, 'random_change', 4)} | {cell(row, 'worst_change', 4)} | "
+                f"{cell(row, 'worst', 2)} | {cell(row, 'drop', 2)} | {cell(row, 'random_change', 4)} | {cell(row, 'worst_change', 4)} | "
                 f"{cell(row, 'worst_data', 4)} | {setting} |")
     path.write_text("\n".join(lines) + "\n")
 
