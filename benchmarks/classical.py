@@ -229,8 +229,8 @@ def main(argv=None):
     test, train = problems(N, DETECTORS, held_out)
     test64, train64 = problems(64, 92, held_out)
     norm2 = _norm2(test.op)
-    rows, recons = [], {}
-    for m in methods(norm2, args.quick):
+    rows, recons, ms = [], {}, methods(norm2, args.quick)
+    for m in ms:
         t_prob, t_train = (test64, train64) if m.small else (test, train)
         t0 = time.perf_counter()
         best, scores = select(m, t_train)
@@ -242,7 +242,7 @@ def main(argv=None):
               f"it {iters:5d} {seconds * 1e3:8.1f} ms", flush=True)
 
     # Oracle (not a fair row): TV with c tuned on Shepp-Logan itself, to separate the method from the rule.
-    tv_method = next(m for m in methods(norm2, args.quick) if m.name == "TV (PDHG)")
+    tv_method = next(m for m in ms if m.name == "TV (PDHG)")
     oracle, oracle_scores = select(tv_method, [test])
     (x, iters), seconds = _timed(lambda: tv_method.run(test, oracle))
     rows.append(_row(tv_method._replace(name="TV (PDHG), oracle parameter"), oracle, x, test, iters, seconds,
@@ -253,7 +253,7 @@ def main(argv=None):
     # The published anchors' convention (inverse crime, point-sampled truth), same methods and rule.
     anchor_test, anchor_train = problems(N, DETECTORS, held_out, published=True)
     anchor_rows = []
-    for m in methods(norm2, args.quick):
+    for m in ms:
         if m.name in ("FBP (Hann)", "TV (PDHG)"):
             best, scores = select(m, anchor_train)
             (x, iters), seconds = _timed(lambda: m.run(anchor_test, best))
