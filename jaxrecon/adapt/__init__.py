@@ -1,7 +1,14 @@
 """Model adaptation to a changed forward operator (Gilton, Ongie, Willett 2021), parametric operator
 families for calibration, and worst-case perturbations of reconstruction methods (Antun et al. 2020)."""
 
-from .adaptation import TikhonovSolver, adapt_to_dataset, adapt_to_measurement, calibrate_operator, naive
+from .adaptation import (
+    TikhonovSolver,
+    adapt_to_dataset,
+    adapt_to_measurement,
+    calibrate_operator,
+    naive,
+    reuse_and_regularise,
+)
 from .operators import (
     AngleOffset,
     BlurWidth,
@@ -31,5 +38,6 @@ __all__ = [
     "gaussian_kernel_jax",
     "naive",
     "random_perturbation",
+    "reuse_and_regularise",
     "worst_case_perturbation",
 ]
