@@ -590,15 +590,16 @@ def reuse_and_regularise(
     $f(\cdot; \theta_0, A_0)$ is the network in the setting it was trained for: the penalty is small
     for images that it maps to themselves from their (noise-free) measurements under $A_0$, i.e.
     images like those it learned to produce; the data term brings in the new operator. Unlike
-    `adapt_to_measurement`, nothing is re-fitted, so a trained model is never degraded, and the
-    network does not need to work with $A_1$ at all (any `model(y, op0)`).
+    `adapt_to_measurement`, the weights are not touched, and the network is only ever called with
+    $A_0$ (apart from the default start `model(y, op)`: pass `x0` for a model that cannot take $A_1$).
 
     `steps` optimizer steps on $x$ (default `optax.adam(3e-3)`, sized for images of unit range)
     from `x0` (default: the naive reconstruction `model(y, op)`), in one `lax.scan` compiled once
     (`equinox.filter_jit`); gradients go through the network (reverse mode). Pure and vmappable:
     `jax.vmap(lambda y: reuse_and_regularise(model, y, op, op0, lam=lam)[0])(ys)`. The weight
-    $\lambda \ge 0$ balances the two sums of squares (its scale is that of $\|A_1\|^2$: the data
-    term's curvature); choose it on simulated pairs. $\lambda = 0$ is plain least squares from `x0`.
+    $\lambda \ge 0$ balances the two sums of squares (its scale is that of $\|A_1\|^2$, the data
+    term's curvature; `benchmarks/adaptation.py` chose $0.03\|A_1\|^2$ for 20 views at 5% noise);
+    choose it on simulated pairs. $\lambda = 0$ is plain least squares from `x0`.
 
     Args:
         model: the trained reconstructor, called as `model(y0, op0) -> x`.
