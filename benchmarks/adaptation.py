@@ -585,13 +585,13 @@ def main(argv=None):
     print(f"model ({source}) on its own setting: Shepp-Logan {nominal['shepp_logan']:.2f} dB, "
           f"test {nominal['test']:.2f} dB", flush=True)
 
+    command = " ".join(["python", "benchmarks/adaptation.py", *(sys.argv[1:] if argv is None else argv)])
     if args.misfit_only:
         rows = []
         for name in args.shifts:
             shift = make_shift(name, geom, d["noise"], args)
             rows.append(dict(shift=name, label=shift["label"], known_operator=shift["known"],
                              misfit=misfit(model, shift, config, args)))
-        command = " ".join(["python", "benchmarks/adaptation.py", *(sys.argv[1:] if argv is None else argv)])
         meta = dict(model=source, command=command, num_val=args.num_val, jax=jax.__version__,
                     date=time.strftime("%Y-%m-%d %H:%M:%S"), platform=platform.platform())
         (out / "adaptation_misfit.json").write_text(json.dumps(dict(meta=meta, results=rows), indent=1))
@@ -618,7 +618,7 @@ def main(argv=None):
                     devices=[str(dv) for dv in jax.devices()], platform=platform.platform(),
                     cpu_count=os.cpu_count(), jax=jax.__version__, date=time.strftime("%Y-%m-%d %H:%M:%S"),
                     options={k: v for k, v in vars(args).items() if k not in ("shifts",)}, shifts=args.shifts,
-                    command=" ".join(["python", "benchmarks/adaptation.py", *(sys.argv[1:] if argv is None else argv)]))
+                    command=command)
         (out / "adaptation.json").write_text(json.dumps(dict(meta=meta, results=results), indent=1, default=_json))
         markdown(meta, results, out / "adaptation.md")
         figure(figures, out / "adaptation.png")
