@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .conv2d import conv2d
+
 __all__ = ["PReLU", "ConvStack"]
 
 
@@ -89,6 +91,14 @@ class ConvStack(eqx.Module):
         self.activations = tuple(PReLU(hidden, dtype=dtype) for _ in range(num_layers - 1))
 
     def __call__(self, x: Float[Array, "C *spatial"]) -> Float[Array, "C_out *spatial"]:
-        for layer, activation in zip(self.layers[:-1], self.activations):
-            x = activation(layer(x))
-        return self.layers[-1](x)
+        if self.layers[0].num_spatial_dims != 2:
+            for layer, activation in zip(self.layers[:-1], self.activations):
+                x = activation(layer(x))
+            return self.layers[-1](x)
+        # 2D: channels last inside, through `conv2d` (same values; a gradient on XLA CPU's fast paths)
+        x = jnp.moveaxis(x, 0, -1)
+        for k, layer in enumerate(self.layers):
+            x = conv2d(x, layer.weight.transpose(2, 3, 1, 0)) + layer.bias[:, 0, 0]
+            if k < len(self.activations):
+                x = jnp.where(x >= 0, x, self.activations[k].slope * x)
+        return jnp.moveaxis(x, -1, 0)
