@@ -70,6 +70,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 # --------------------------------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------------------------------
@@ -355,6 +362,10 @@ def _add_train(subparsers) -> None:
     p.add_argument("--output", type=Path, default=None, help="checkpoint directory (default runs/<model>_<preset>)")
     p.add_argument("--steps", type=_int_at_least(1), default=None, help="override the preset's number of steps")
     p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the initialisation and the data")
+    p.add_argument("--minutes", type=_positive_float, default=None,
+                   help="stop after this many minutes with a checkpoint; the same command resumes the run exactly")
+    p.add_argument("--checkpoint-every", type=_int_at_least(1), default=None,
+                   help="steps between checkpoints (default: the preset's validation interval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_train, parser=p)
 
@@ -368,10 +379,17 @@ def _run_train(args: argparse.Namespace) -> int:
     output = args.output or Path("runs") / f"{args.model}_{args.preset}"
     if output.exists() and not output.is_dir():
         raise _UsageError(f"argument --output: {str(output)!r} exists and is not a directory")
-    result = train(config, output, progress=not args.no_progress)
+    result = train(config, output, progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
+                   time_limit=None if args.minutes is None else 60 * args.minutes)
     h = result.history
     val = h.get("val_psnr_mean") or [float("nan")]
-    print(f"trained {args.model} ({args.preset}) for {config['train']['steps']} steps: final loss "
+    done, total = h["step"][-1] + 1 if h["step"] else 0, config["train"]["steps"]
+    if done < total:
+        last = f", last validation PSNR {val[-1]:.2f} dB" if h.get("val_psnr_mean") else ""
+        print(f"stopped after {args.minutes:g} minutes at step {done} of {total} (loss {h['loss'][-1]:.3g}{last}); "
+              f"checkpoint in {output}; run the same command again to resume")
+        return 0
+    print(f"trained {args.model} ({args.preset}) for {total} steps: final loss "
           f"{h['loss'][-1]:.3g}, validation PSNR {val[-1]:.2f} dB; checkpoint in {output}")
     return 0
 

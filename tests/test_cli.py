@@ -77,6 +77,8 @@ def test_demo_reconstruction_is_oriented_and_scaled_like_the_phantom():
         (["train", "--model", "cnn"], "--model: invalid choice"),
         (["train", "--model", "lpd", "--preset", "huge"], "--preset: invalid choice"),
         (["train", "--model", "lpd", "--steps", "0"], "--steps: must be an integer >= 1, got 0"),
+        (["train", "--model", "lpd", "--minutes", "0"], "--minutes: must be a finite number > 0, got 0"),
+        (["train", "--model", "lpd", "--checkpoint-every", "0"], "--checkpoint-every: must be an integer >= 1"),
         (["evaluate"], "the following arguments are required: checkpoint"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         ([], "required: COMMAND"),

@@ -151,9 +151,14 @@ def build_model(config: dict, op, key=None, dtype=None):
     return cls(op, key=key, dtype=dtype, **options)
 
 
-def train(config: dict, directory=None, *, progress: bool = True, mesh=None, dtype=None) -> TrainResult:
+def train(config: dict, directory=None, *, progress: bool = True, mesh=None, dtype=None,
+          time_limit: float | None = None, checkpoint_every: int | None = None) -> TrainResult:
     """Train the model of `config` on fresh random-ellipse batches; validate on a fixed validation set
-    (PSNR/SSIM every `validate_every` steps); checkpoint into `directory` (and resume from it).
+    (PSNR/SSIM every `validate_every` steps); checkpoint into `directory` (and resume from it) every
+    `checkpoint_every` steps (default: at every validation) and at the end.
+
+    `time_limit` (seconds) stops the run early with a checkpoint (see `fit`); calling `train` again
+    with the same config and directory resumes it exactly, until `config["train"]["steps"]` are done.
 
     Training step $k$ uses `batch_keys(seed, "train", k * batch_size, batch_size)`; validation uses
     the first `validation_size` keys of the validation stream: the splits never overlap.
@@ -178,10 +183,11 @@ def train(config: dict, directory=None, *, progress: bool = True, mesh=None, dty
         validate_fn=lambda m: evaluate(m, op, val, timed=False),
         validate_every=t["validate_every"],
         checkpoint_dir=directory,
-        checkpoint_every=t["validate_every"] if directory is not None else None,
+        checkpoint_every=(checkpoint_every or t["validate_every"]) if directory is not None else None,
         config=config,
         progress=progress,
         mesh=mesh,
+        time_limit=time_limit,
     )
 
 

@@ -194,6 +194,7 @@ def fit(
     resume: bool = True,
     progress: bool = True,
     mesh: jax.sharding.Mesh | None = None,
+    time_limit: float | None = None,
 ) -> TrainResult:
     """Train `model` for `num_steps` optimizer steps (counting steps done before a resume).
 
@@ -222,6 +223,10 @@ def fit(
         progress: show a tqdm progress bar on stderr (loss, last validation PSNR).
         mesh: a `data_parallel_mesh()`: parameters and optimizer state are replicated over it and
             each batch is split along its leading axis (`shard_batch`); the step is the same.
+        time_limit: stop after the first step that ends this many wall-clock seconds after the call
+            began (compilation included), checkpointing there (with `checkpoint_dir`): a long run
+            in bounded sessions. Calling `fit` again with the same arguments resumes it exactly;
+            `history["step"][-1] + 1 < num_steps` tells that a run stopped early.
 
     Returns:
         `TrainResult(model, opt_state, history)`; see `TrainResult` for the history's keys.
@@ -243,6 +248,9 @@ def fit(
     _check_int(num_steps, "num_steps", 0)
     _check_int(validate_every, "validate_every", 1)
     _check_int(checkpoint_every, "checkpoint_every", 1, allow_none=True)
+    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))
+                                   or not time_limit > 0):
+        raise ValueError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}")
     if validate_fn is not None and not callable(validate_fn):
         raise TypeError(f"validate_fn must be callable or None, got {type(validate_fn).__name__}")
     if config is not None and not isinstance(config, dict):
@@ -312,8 +320,9 @@ def fit(
                 record(pending)
             pending = (k, loss)
             done = k + 1
-            last = done == num_steps
-            do_val = validate_fn is not None and (done % validate_every == 0 or last)
+            out_of_time = time_limit is not None and time.perf_counter() - t0 >= time_limit
+            last = done == num_steps or out_of_time
+            do_val = validate_fn is not None and (done % validate_every == 0 or done == num_steps)
             do_ckpt = checkpoint_dir is not None and (last or (checkpoint_every and done % checkpoint_every == 0))
             if do_val or do_ckpt:
                 record(pending)
@@ -324,6 +333,8 @@ def fit(
             if do_ckpt:
                 checkpoint(done)
             bar.update(1)
+            if out_of_time:
+                break
         if pending is not None:
             record(pending)
     return TrainResult(model, opt_state, history)

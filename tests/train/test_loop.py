@@ -218,6 +218,32 @@ def test_interrupted_run_resumes_bitwise(tmp_path):
     assert fresh.history["loss"] == full.history["loss"][:2]
 
 
+def test_time_limit_stops_with_a_checkpoint_and_resumes_bitwise(tmp_path, monkeypatch):
+    num_steps = 6
+    opt = default_optimizer(0.02, num_steps=num_steps)
+    loss_fn = reconstruction_loss_fn(OP)
+    model0 = ConvNet(jax.random.key(0))
+    full = fit(model0, loss_fn, batch_fn, opt, num_steps, progress=False)
+    # a clock that advances 1 s per reading: with a 3.5 s limit the run stops after a few steps
+    import jaxrecon.train.loop as loop
+
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: float(next(ticks)))
+    run = tmp_path / "run"
+    first = fit(model0, loss_fn, batch_fn, opt, num_steps, checkpoint_dir=run, progress=False, time_limit=3.5)
+    stopped = first.history["step"][-1] + 1
+    assert 1 <= stopped < num_steps
+    assert latest_checkpoint(run).name == f"step_{stopped:08d}"
+    monkeypatch.undo()
+    resumed = fit(ConvNet(jax.random.key(1)), loss_fn, batch_fn, opt, num_steps, checkpoint_dir=run, progress=False)
+    assert resumed.history["step"] == list(range(num_steps))
+    assert resumed.history["loss"] == full.history["loss"]
+    for a, b in zip(jax.tree.leaves((full.model, full.opt_state)), jax.tree.leaves((resumed.model, resumed.opt_state))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="time_limit must be a positive number of seconds or None, got 0"):
+        fit(model0, loss_fn, batch_fn, opt, 1, time_limit=0)
+
+
 def test_fit_validation():
     opt = optax.sgd(0.1)
     model = Tiny(jnp.asarray(1.0))
