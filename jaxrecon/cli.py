@@ -379,8 +379,24 @@ def _run_train(args: argparse.Namespace) -> int:
     output = args.output or Path("runs") / f"{args.model}_{args.preset}"
     if output.exists() and not output.is_dir():
         raise _UsageError(f"argument --output: {str(output)!r} exists and is not a directory")
-    result = train(config, output, progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
-                   time_limit=None if args.minutes is None else 60 * args.minutes)
+    import signal
+
+    from jaxrecon.train.checkpoint import latest_checkpoint
+
+    def terminate(signum, frame):  # SIGTERM (a scheduler stopping the job) ends like Ctrl-C: checkpoint, then exit
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        result = train(config, output, progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
+                       time_limit=None if args.minutes is None else 60 * args.minutes)
+    except KeyboardInterrupt:
+        ckpt = latest_checkpoint(output) if output.is_dir() else None
+        where = f"checkpoint {ckpt}" if ckpt is not None else "no checkpoint (nothing was trained yet)"
+        print(f"interrupted: {where}; run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     h = result.history
     val = h.get("val_psnr_mean") or [float("nan")]
     done, total = h["step"][-1] + 1 if h["step"] else 0, config["train"]["steps"]

@@ -174,3 +174,23 @@ def test_default_demo_runs_fbp_tv_and_the_shipped_lpd(tmp_path, capsys):
     lpd, tv = result["methods"]["lpd"]["psnr"], result["methods"]["tv"]["psnr"]
     assert lpd > tv > result["psnr"] + 2, result
     assert "learned primal-dual (shipped" in capsys.readouterr().out
+
+
+def test_sigterm_during_training_checkpoints_and_says_how_to_resume(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "jaxrecon.cli", "train", "--model", "pgd", "--steps", "100000",
+                             "--checkpoint-every", "1", "--output", str(out), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(out.glob("step_*")) and proc.poll() is None:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: checkpoint" in err and "run the same command again to resume" in err
+    assert "Traceback" not in err

@@ -201,7 +201,9 @@ def fit(
     Each step $k$ = `start, ..., num_steps - 1` evaluates `loss_fn(model, batch_fn(k))` and its
     gradient with respect to the model's floating-point arrays and applies `optimizer`, in one
     `equinox.filter_jit` function that is compiled once (at the first step; its time is recorded
-    as `compile_seconds`) and reused: batches must keep their shapes and dtypes.
+    as `compile_seconds`) and reused: batches must keep their shapes and dtypes. A
+    `KeyboardInterrupt` (Ctrl-C) during training checkpoints the steps done so far (with
+    `checkpoint_dir`) before it propagates, so that the run resumes from there.
 
     Args:
         model: a pytree (typically an `equinox.Module`); its inexact array leaves are trained.
@@ -295,46 +297,56 @@ def fit(
         metrics = validate_fn(model)
         if not isinstance(metrics, dict):
             raise TypeError(f"validate_fn must return a dict of floats, got {type(metrics).__name__}")
+        metrics = {name: float(value) for name, value in metrics.items()}  # all computed before any is recorded
         history["val_step"].append(done)
         for name, value in metrics.items():
-            history.setdefault(f"val_{name}", []).append(float(value))
+            history.setdefault(f"val_{name}", []).append(value)
 
     def checkpoint(done):
         if is_main:
             save_checkpoint(checkpoint_dir, model=model, opt_state=opt_state, step=done, config=config or {},
                             history=history)
 
+    completed = saved = start  # the steps whose updates are in `model`; the newest checkpointed step
     with tqdm(total=num_steps, initial=min(start, num_steps), disable=not (progress and is_main), file=sys.stderr,
               desc="training", dynamic_ncols=True) as bar:
-        for k in range(start, num_steps):
-            batch = batch_fn(k)
-            if mesh is not None:
-                batch = shard_batch(batch, mesh)
-            if not compiled:  # trace and compile once, timed on its own (the calls below reuse it)
-                tc = time.perf_counter()
-                _train_step.lower(model, opt_state, batch, loss_fn, optimizer, replicated).compile()
-                history["compile_seconds"].append(time.perf_counter() - tc)
-                compiled = True
-            model, opt_state, loss = _train_step(model, opt_state, batch, loss_fn, optimizer, replicated)
-            if pending is not None:
-                record(pending)
-            pending = (k, loss)
-            done = k + 1
-            out_of_time = time_limit is not None and time.perf_counter() - t0 >= time_limit
-            last = done == num_steps or out_of_time
-            do_val = validate_fn is not None and (done % validate_every == 0 or done == num_steps)
-            do_ckpt = checkpoint_dir is not None and (last or (checkpoint_every and done % checkpoint_every == 0))
-            if do_val or do_ckpt:
-                record(pending)
-                pending = None
-            if do_val:
-                validate(done)
-                bar.set_postfix(postfix(), refresh=False)
-            if do_ckpt:
-                checkpoint(done)
-            bar.update(1)
-            if out_of_time:
-                break
+        try:
+            for k in range(start, num_steps):
+                batch = batch_fn(k)
+                if mesh is not None:
+                    batch = shard_batch(batch, mesh)
+                if not compiled:  # trace and compile once, timed on its own (the calls below reuse it)
+                    tc = time.perf_counter()
+                    _train_step.lower(model, opt_state, batch, loss_fn, optimizer, replicated).compile()
+                    history["compile_seconds"].append(time.perf_counter() - tc)
+                    compiled = True
+                model, opt_state, loss = _train_step(model, opt_state, batch, loss_fn, optimizer, replicated)
+                completed = done = k + 1
+                if pending is not None:
+                    record(pending)
+                pending = (k, loss)
+                out_of_time = time_limit is not None and time.perf_counter() - t0 >= time_limit
+                last = done == num_steps or out_of_time
+                do_val = validate_fn is not None and (done % validate_every == 0 or done == num_steps)
+                do_ckpt = checkpoint_dir is not None and (last or (checkpoint_every and done % checkpoint_every == 0))
+                if do_val or do_ckpt:
+                    record(pending)
+                    pending = None
+                if do_val:
+                    validate(done)
+                    bar.set_postfix(postfix(), refresh=False)
+                if do_ckpt:
+                    checkpoint(done)
+                    saved = done
+                bar.update(1)
+                if out_of_time:
+                    break
+        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM turned into it by the CLI): keep what is done
+            if checkpoint_dir is not None and completed > saved:
+                if pending is not None:
+                    record(pending)
+                checkpoint(completed)
+            raise
         if pending is not None:
             record(pending)
     return TrainResult(model, opt_state, history)

@@ -244,6 +244,28 @@ def test_time_limit_stops_with_a_checkpoint_and_resumes_bitwise(tmp_path, monkey
         fit(model0, loss_fn, batch_fn, opt, 1, time_limit=0)
 
 
+def test_keyboard_interrupt_checkpoints_the_steps_done(tmp_path):
+    num_steps = 6
+    opt = default_optimizer(0.02, num_steps=num_steps)
+    loss_fn = reconstruction_loss_fn(OP)
+    model0 = ConvNet(jax.random.key(0))
+    full = fit(model0, loss_fn, batch_fn, opt, num_steps, progress=False)
+
+    def interrupted(k):
+        if k == 4:
+            raise KeyboardInterrupt
+        return batch_fn(k)
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        fit(model0, loss_fn, interrupted, opt, num_steps, checkpoint_dir=run, checkpoint_every=100, progress=False)
+    assert latest_checkpoint(run).name == "step_00000004"  # steps 0-3 were done; none was checkpointed before
+    resumed = fit(model0, loss_fn, batch_fn, opt, num_steps, checkpoint_dir=run, progress=False)
+    assert resumed.history["loss"] == full.history["loss"]
+    for a, b in zip(jax.tree.leaves(full.model), jax.tree.leaves(resumed.model)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_fit_validation():
     opt = optax.sgd(0.1)
     model = Tiny(jnp.asarray(1.0))
