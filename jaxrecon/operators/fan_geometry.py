@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._exact import madd
 from .geometry import _check_shape, _is_concrete
 
 __all__ = ["FanBeamGeometry", "FanBeamVecGeometry"]
@@ -375,14 +376,17 @@ class FanBeamGeometry(eqx.Module):
         Flat: A = detector centre - source, U = the vector from one bin to the next.
         Curved: A = the central ray's unit direction, U = (spacing, offset) in radians on every row.
         """
+        # Products through `madd` (exact partial products): the kernels' positions are then computed with
+        # the same bits in the forward and the adjoint program, whatever XLA fuses into FMAs (_exact.py).
         s, c = jnp.sin(angles), jnp.cos(angles)
-        src = self.source_origin * jnp.stack([s, -c], -1)
         central = jnp.stack([-s, c], -1)
         axis = jnp.stack([c, s], -1)
+        zero = jnp.zeros_like(axis)
+        src = madd(zero, self.source_origin, jnp.stack([s, -c], -1))
         if self.detector == "curved":
             u_vec = jnp.broadcast_to(jnp.stack([self.detector_spacing, self.detector_offset]), src.shape)
             return src, central, u_vec
-        a_vec = self.source_detector * central + self.detector_offset * axis
+        a_vec = madd(madd(zero, self.source_detector, central), self.detector_offset, axis)
         return src, a_vec, self.detector_spacing * axis
 
 
