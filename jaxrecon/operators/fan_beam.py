@@ -314,11 +314,14 @@ ad.primitive_transposes[fan_backproject_p] = partial(_transpose_rule, fan_projec
 # --- Public functions ------------------------------------------------------------------------------------
 
 
-def _check_taps(geo, statics):
-    """Make sure `taps` bins per pixel cover every ray that touches it (raise, or `error_if` when traced)."""
-    src, a_vec, u_vec = geo
+def _check_taps(geo, statics, probe=None):
+    """Make sure `taps` bins per pixel cover every ray that touches it (raise, or `error_if` when traced).
+
+    `probe`: vectors to bound instead of all views (a circular orbit's bound is the same for every angle).
+    """
+    src, a_vec, u_vec = geo if probe is None else probe
     taps, curved, shape = statics["taps"], statics["curved"], statics["shape"]
-    concrete = not any(isinstance(g, jax.core.Tracer) for g in geo)
+    concrete = not any(isinstance(g, jax.core.Tracer) for g in (src, a_vec, u_vec))
     msg = (
         "the geometry needs more adjoint taps than its adjoint_taps ({}) allows; it was changed after "
         "construction or built from traced values: pass a larger adjoint_taps"
@@ -329,18 +332,18 @@ def _check_taps(geo, statics):
         if needed > taps:
             raise ValueError(msg.format(taps) + f" (needs {needed})")
         return geo
-    flat = [g.reshape(-1, 2) for g in geo]
-    bound = _tap_bound_jnp(*flat, curved, shape)
-    return (eqx.error_if(src, bound > taps, msg.format(taps)), a_vec, u_vec)
+    bound = _tap_bound_jnp(*(g.reshape(-1, 2) for g in (src, a_vec, u_vec)), curved, shape)
+    return (eqx.error_if(geo[0], bound > taps, msg.format(taps)),) + tuple(geo[1:])
 
 
 def _prepare(geom, unroll, dtype):
     if isinstance(geom, FanBeamGeometry):
         curved = geom.detector == "curved"
         vectors = geom._kernel_vectors(geom.angles)
+        probe = geom._probe_vectors()  # one view: the bound does not depend on the angle
     elif isinstance(geom, FanBeamVecGeometry):
         curved = False
-        vectors = geom._kernel_vectors()
+        vectors = probe = geom._kernel_vectors()
     else:
         raise TypeError(f"geom must be a FanBeamGeometry or FanBeamVecGeometry, got {type(geom).__name__}")
     unroll = 4 if unroll is None else unroll
@@ -348,7 +351,7 @@ def _prepare(geom, unroll, dtype):
         raise ValueError(f"unroll must be a positive int, got {unroll!r}")
     statics = dict(shape=geom.shape, num_detectors=geom.num_detectors, curved=curved, unroll=unroll,
                    taps=geom.adjoint_taps or 0)
-    return statics, tuple(jnp.asarray(v, dtype)[None] for v in vectors)
+    return statics, tuple(jnp.asarray(v, dtype)[None] for v in vectors), probe
 
 
 def _check_array(a, expected, name, what):
@@ -374,10 +377,10 @@ def fan_project(
     Example:
         >>> geom = FanBeamGeometry.uniform((64, 64), 60, source_origin=100.0, origin_detector=60.0)
         >>> fan_project(jnp.ones((64, 64)), geom).shape
-        (60, 148)
+        (60, 163)
     """
     x = jnp.asarray(x)
-    statics, geo = _prepare(geom, unroll, x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else None)
+    statics, geo, _ = _prepare(geom, unroll, x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else None)
     x = _check_array(x, geom.shape, "project", "an image")
     return fan_project_p.bind(x[None], *geo, **statics)[0]
 
@@ -395,12 +398,12 @@ def fan_backproject(
         (64, 64)
     """
     y = jnp.asarray(y)
-    statics, geo = _prepare(geom, unroll, y.dtype if jnp.issubdtype(y.dtype, jnp.floating) else None)
+    statics, geo, probe = _prepare(geom, unroll, y.dtype if jnp.issubdtype(y.dtype, jnp.floating) else None)
     y = _check_array(y, geom.sinogram_shape, "backproject", "a sinogram")
     if statics["taps"] < 1:
         raise ValueError(
             "backproject needs the geometry's adjoint_taps, unknown for a geometry built from traced "
             "distances: pass adjoint_taps= to its constructor (e.g. that of the same geometry built outside)"
         )
-    geo = _check_taps(geo, statics)
+    geo = _check_taps(geo, statics, probe)
     return fan_backproject_p.bind(y[None], *geo, **statics)[0]

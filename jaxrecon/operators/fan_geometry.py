@@ -164,14 +164,16 @@ class FanBeamGeometry(eqx.Module):
     are array leaves (traceable, vmappable, differentiable); `shape`, `num_detectors`, `detector` and
     `adjoint_taps` are static. `adjoint_taps` (computed from concrete distances; pass it when building
     the geometry from traced distances) bounds how many bins one pixel reads per view in the exact
-    adjoint; it does not depend on the angles.
+    adjoint: about $2/(\text{ray spacing at the pixel nearest the source})$, so it grows as the source
+    approaches the image (256 x 256, $\Delta = 1$: 7 for $R = 400, D_{od} = 300$; 73 for $R = 200$,
+    just outside the image) and the adjoint's cost with it. It does not depend on the angles.
 
-    `num_detectors` defaults to the fewest bins that see the circumscribed circle of the image.
+    `num_detectors` (may be `None`) defaults to the fewest bins that see the image's circumscribed circle.
 
     Example:
         >>> geom = FanBeamGeometry.uniform((64, 64), 90, source_origin=100.0, origin_detector=50.0)
         >>> geom.sinogram_shape
-        (90, 143)
+        (90, 153)
     """
 
     angles: Float[Array, " angles"]
@@ -230,7 +232,8 @@ class FanBeamGeometry(eqx.Module):
             if not distances_known:
                 raise ValueError("num_detectors must be given when the distances or spacing are traced")
             num_detectors = _default_num_detectors(
-                shape, float(source_origin), float(origin_detector), float(detector_spacing), detector
+                shape, float(source_origin), float(origin_detector), float(detector_spacing),
+                float(detector_offset), detector,
             )
         num_detectors = _check_num_detectors(num_detectors)
         self.angles = angles
@@ -252,8 +255,7 @@ class FanBeamGeometry(eqx.Module):
                 )
             _warn_if_truncated(shape, float(source_origin), self._fan_edges_np(), "FanBeamGeometry")
             if adjoint_taps is None:
-                src, a_vec, u_vec = (np.asarray(v) for v in self._kernel_vectors(jnp.zeros(1, dtype)))
-                adjoint_taps = _tap_bound(src, a_vec, u_vec, detector == "curved", shape)
+                adjoint_taps = _tap_bound(*self._probe_vectors(), detector == "curved", shape)
         self.adjoint_taps = adjoint_taps
 
     @classmethod
@@ -370,6 +372,20 @@ class FanBeamGeometry(eqx.Module):
         return FanBeamVecGeometry(self.shape, src, src + a_vec, u_vec, self.num_detectors,
                                   adjoint_taps=self.adjoint_taps)
 
+    def _probe_vectors(self):
+        """`_kernel_vectors` at angle 0, `(1, 2)` each: the adjoint's tap bound does not depend on the angle.
+
+        NumPy when the distances are concrete (also inside `vmap`), jnp otherwise.
+        """
+        leaves = (self.source_origin, self.origin_detector, self.detector_spacing, self.detector_offset)
+        xp = np if _concrete(*leaves) else jnp
+        r, d_od, spacing, offset = (xp.asarray(v) for v in leaves)
+        zero = xp.zeros_like(r)
+        src = xp.stack([zero, -r])[None]
+        if self.detector == "curved":
+            return src, xp.stack([zero, zero + 1])[None], xp.stack([spacing, offset])[None]
+        return src, xp.stack([offset, r + d_od])[None], xp.stack([spacing, zero])[None]
+
     def _kernel_vectors(self, angles):
         """Per-view `(source, A, U)` for the projector kernels (see `fan_beam.py`), each `(V, 2)`.
 
@@ -390,12 +406,11 @@ class FanBeamGeometry(eqx.Module):
         return src, a_vec, self.detector_spacing * axis
 
 
-def _default_num_detectors(shape, r, d_od, spacing, detector) -> int:
-    """Fewest bins (centred detector) whose fan covers the image's circumscribed circle."""
+def _default_num_detectors(shape, r, d_od, spacing, offset, detector) -> int:
+    """Fewest bins whose fan covers the image's circumscribed circle (the detector shifted by `offset`)."""
     alpha = math.asin(min(1.0, math.hypot(*shape) / 2 / r))
-    if detector == "curved":
-        return max(1, math.ceil(2 * alpha / spacing))
-    return max(1, math.ceil(2 * (r + d_od) * math.tan(alpha) / spacing))
+    half = alpha if detector == "curved" else (r + d_od) * math.tan(alpha)
+    return max(1, math.ceil(2 * (half + abs(offset)) / spacing))
 
 
 def _user_stacklevel() -> int:
@@ -441,7 +456,7 @@ class FanBeamVecGeometry(eqx.Module):
     Example:
         >>> g = FanBeamGeometry.uniform((32, 32), 8, 60.0, 40.0).to_vec()
         >>> g.source.shape, g.sinogram_shape
-        ((8, 2), (8, 73))
+        ((8, 2), (8, 82))
     """
 
     source: Float[Array, "angles 2"]

@@ -143,7 +143,7 @@ def redundancy_weights(geom: FanBeamGeometry) -> Float[Array, "angles detectors"
     Example:
         >>> g = FanBeamGeometry.uniform((32, 32), 40, 60.0, 40.0, scan="short")
         >>> redundancy_weights(g).shape
-        (40, 73)
+        (40, 82)
     """
     if not isinstance(geom, FanBeamGeometry):
         raise TypeError(f"geom must be a FanBeamGeometry, got {type(geom).__name__}")

@@ -44,7 +44,7 @@ def project(x: Float[Array, "H W"], geom: Geometry, *, unroll: int | None = None
     Example:
         >>> geom = FanBeamGeometry.uniform((64, 64), 60, source_origin=100.0, origin_detector=60.0)
         >>> project(jnp.ones((64, 64)), geom).shape
-        (60, 148)
+        (60, 163)
     """
     if isinstance(geom, ParallelBeamGeometry):
         return radon(x, geom, unroll=unroll)
@@ -76,7 +76,7 @@ class XRayTransform(LinearOperator):
     Example:
         >>> op = XRayTransform(FanBeamGeometry.uniform((64, 64), 30, 100.0, 60.0))
         >>> op.in_shape, op.out_shape
-        ((64, 64), (30, 148))
+        ((64, 64), (30, 163))
     """
 
     geom: Geometry
