@@ -98,6 +98,7 @@ def _bin_coordinate(px, py, src, a_vec, u_vec, curved):
 
 
 def _forward_lines(x, src, a_vec, u_vec, shape, num_detectors, curved, unroll, multi):
+    unroll = unroll or 4  # image lines per loop step (0: the default)
     h, w = shape
     m = max(h, w)
     n_steps = -(-m // unroll)
@@ -135,6 +136,7 @@ def _forward_lines(x, src, a_vec, u_vec, shape, num_detectors, curved, unroll, m
 def _adjoint_views(y, src, a_vec, u_vec, shape, num_detectors, curved, unroll, taps, multi):
     if taps < 1:
         raise ValueError("the fan-beam adjoint needs the geometry's adjoint_taps (got none)")
+    unroll = unroll or 1  # views per loop step (0: the default; each view already unrolls `taps` gathers)
     h, w = shape
     n_views = src.shape[0]
     if n_views < 4 * unroll:  # a small block of views: the largest unroll that divides it
@@ -346,9 +348,9 @@ def _prepare(geom, unroll, dtype):
         vectors = probe = geom._kernel_vectors()
     else:
         raise TypeError(f"geom must be a FanBeamGeometry or FanBeamVecGeometry, got {type(geom).__name__}")
-    unroll = 4 if unroll is None else unroll
-    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
-        raise ValueError(f"unroll must be a positive int, got {unroll!r}")
+    if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1):
+        raise ValueError(f"unroll must be a positive int or None, got {unroll!r}")
+    unroll = unroll or 0  # 0: each direction's default (forward 4 lines, adjoint 1 view per step)
     statics = dict(shape=geom.shape, num_detectors=geom.num_detectors, curved=curved, unroll=unroll,
                    taps=geom.adjoint_taps or 0)
     return statics, tuple(jnp.asarray(v, dtype)[None] for v in vectors), probe
@@ -371,8 +373,9 @@ def fan_project(
     r"""Fan-beam projections $Ax$ of an image: line integrals (pixel units) from the source through each bin.
 
     Jittable, vmappable over images and geometries, differentiable in `x` and in the geometry's arrays
-    (forward and reverse mode); its transpose is `fan_backproject` (exact). `unroll` (static, default 4)
-    changes speed, not results. Usually called through `project`.
+    (forward and reverse mode); its transpose is `fan_backproject` (exact). `unroll` (static; default 4
+    image lines per loop step here, 1 view per step in the adjoint) changes speed, not results. Usually
+    called through `project`.
 
     Example:
         >>> geom = FanBeamGeometry.uniform((64, 64), 60, source_origin=100.0, origin_detector=60.0)
