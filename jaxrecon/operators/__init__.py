@@ -1,22 +1,28 @@
-"""Forward models: geometry, Radon transform and its exact adjoint, FBP, convolution, Fourier, matrices, noise."""
+"""Forward models: geometries (parallel and fan beam), X-ray transforms and their exact adjoints, FBP,
+convolution, Fourier, matrices, noise."""
 
 from .convolution import CircularConvolution, circular_convolve, circular_correlate, gaussian_kernel
+from .fan_geometry import FanBeamGeometry, FanBeamVecGeometry
 from .fbp import fbp, fbp_filter
 from .fourier import SubsampledFourier, cartesian_mask, radial_mask
 from .geometry import ParallelBeamGeometry
 from .linear_operator import IdentityOperator, LinearOperator, dot_test, operator_norm
 from .matrix import MatrixOperator
 from .noise import gaussian_noise, poisson_noise
-from .radon import RadonTransform, backproject, radon
+from .radon import RadonTransform, radon
+from .xray import XRayTransform, backproject, project
 
 __all__ = [
     "CircularConvolution",
+    "FanBeamGeometry",
+    "FanBeamVecGeometry",
     "IdentityOperator",
     "LinearOperator",
     "MatrixOperator",
     "ParallelBeamGeometry",
     "RadonTransform",
     "SubsampledFourier",
+    "XRayTransform",
     "backproject",
     "cartesian_mask",
     "circular_convolve",
@@ -28,6 +34,7 @@ __all__ = [
     "gaussian_noise",
     "operator_norm",
     "poisson_noise",
+    "project",
     "radial_mask",
     "radon",
 ]

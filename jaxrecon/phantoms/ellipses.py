@@ -12,7 +12,8 @@ $$f(u, v) = \Big(\text{scale}\sum_k \text{value}_k\,\mathbf 1_{E_k}(u, v) + \tex
 
 $E_k = \{p : \|\mathrm{diag}(a_k, b_k)^{-1} R_{\phi_k}^\top (p - c_k)\| \le 1\}$ with $R_\phi$ the
 counter-clockwise rotation by $\phi$. `rasterize` samples $f$ at pixel centres; `ellipse_sinogram`
-integrates it exactly along the rays of a `ParallelBeamGeometry`.
+integrates it exactly along the rays of a `ParallelBeamGeometry`, `FanBeamGeometry` or
+`FanBeamVecGeometry`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxrecon.operators.fan_geometry import FanBeamGeometry, FanBeamVecGeometry
 from jaxrecon.operators.geometry import ParallelBeamGeometry
 
 __all__ = [
@@ -274,12 +276,29 @@ def _slab(p: Array, e: Array, half: float, big: float, tiny: float) -> tuple[Arr
 
 @functools.partial(jax.jit, static_argnames=("clip_to_image",))
 def _ellipse_sinogram(phantom: EllipsePhantom, geom: ParallelBeamGeometry, clip_to_image: bool) -> Array:
-    H, W = geom.shape
     dtype = jnp.result_type(phantom.value, geom.angles)
     theta = geom.angles.astype(dtype)[:, None]  # (A, 1)
     s = geom.detector_positions().astype(dtype)[None, :]  # (1, D)
     cos, sin = jnp.cos(theta), jnp.sin(theta)  # n = (cos, sin), e = (-sin, cos)
+    return _line_integrals(phantom, geom.shape, cos, sin, s, clip_to_image, dtype)
 
+
+@functools.partial(jax.jit, static_argnames=("clip_to_image",))
+def _fan_ellipse_sinogram(phantom: EllipsePhantom, geom, clip_to_image: bool) -> Array:
+    # Every fan ray is a line {z : n.z = s}: n = (e_y, -e_x) for its unit direction e (so e = (-sin, cos)
+    # as in the parallel case) and s = n.S. The source lies outside the image's circumscribed circle
+    # (the geometries check it), so the line integral over the image is the ray's.
+    dtype = jnp.result_type(phantom.value, *jax.tree_util.tree_leaves(geom))
+    src = geom.source_positions().astype(dtype)[:, None, :]  # (A, 1, 2)
+    e = geom.ray_directions().astype(dtype)  # (A, D, 2)
+    cos, sin = e[..., 1], -e[..., 0]
+    s = cos * src[..., 0] + sin * src[..., 1]
+    return _line_integrals(phantom, geom.shape, cos, sin, s, clip_to_image, dtype)
+
+
+def _line_integrals(phantom: EllipsePhantom, shape, cos, sin, s, clip_to_image: bool, dtype) -> Array:
+    """Integrals of the phantom along the lines {z : z.(cos, sin) = s} (broadcastable arrays), pixel units."""
+    H, W = shape
     # The ray z(t) = s n + t e against the image rectangle [-W/2, W/2] x [-H/2, H/2].
     big = float(H + W)  # longer than any chord through the rectangle
     tiny = float(jnp.finfo(dtype).eps) * 1e-2
@@ -320,15 +339,18 @@ def _ellipse_sinogram(phantom: EllipsePhantom, geom: ParallelBeamGeometry, clip_
             length = 2 * half_chord
         return sino + val * length, None
 
-    sino = jnp.zeros(jnp.broadcast_shapes(theta.shape, s.shape), dtype)
+    sino = jnp.zeros(jnp.broadcast_shapes(cos.shape, s.shape), dtype)
     sino, _ = jax.lax.scan(add_ellipse, sino, (phantom.centre, phantom.axes, phantom.rotation, phantom.value))
     return phantom.scale * sino + phantom.offset * rect_chord
 
 
 def ellipse_sinogram(
-    phantom: EllipsePhantom, geom: ParallelBeamGeometry, *, clip_to_image: bool = True
+    phantom: EllipsePhantom,
+    geom: ParallelBeamGeometry | FanBeamGeometry | FanBeamVecGeometry,
+    *,
+    clip_to_image: bool = True,
 ) -> Float[Array, "angles detectors"]:
-    r"""Exact parallel-beam line integrals of an ellipse phantom: `(num_angles, num_detectors)`.
+    r"""Exact line integrals of an ellipse phantom along the rays of a geometry: `(num_angles, num_detectors)`.
 
     For angle $\theta$ and detector position $s$ (`geom.angles`, `geom.detector_positions()`) the
     ray is $z(t) = s\,n + t\,e$, $n = (\cos\theta, \sin\theta)$, $e = (-\sin\theta, \cos\theta)$, in
@@ -347,9 +369,15 @@ def ellipse_sinogram(
     chords are not clipped to $\Omega$ (the projection of the full ellipses; identical when every
     ellipse lies inside the image). The offset term is always clipped.
 
+    **Fan beam** (`FanBeamGeometry`, flat or curved, and `FanBeamVecGeometry`): every ray, from the
+    source through a bin centre, is the line $n\cdot z = s$ with $n = (e_y, -e_x)$ for its unit
+    direction $e$ and $s = n\cdot S$; the same closed form gives its exact integral (the geometries keep
+    the source outside the image's circumscribed circle, so the line and the ray agree on the image).
+
     Differentiable in `phantom` and in the geometry's array leaves (`angles`, `detector_spacing`,
-    `detector_offset`); a safe square root keeps gradients finite at tangent rays. Vmappable over
-    phantoms and over geometries. dtype: the promotion of the phantom's and the angles' dtypes.
+    `detector_offset`, and the fan distances or vectors); a safe square root keeps gradients finite at
+    tangent rays. Vmappable over phantoms and over geometries. dtype: the promotion of the phantom's
+    and the geometry's dtypes.
 
     Example:
         >>> geom = ParallelBeamGeometry.uniform((32, 32), num_angles=4, num_detectors=45)
@@ -359,16 +387,27 @@ def ellipse_sinogram(
         ((4, 45), 16.0)
     """
     _check_phantom(phantom)
-    if not isinstance(geom, ParallelBeamGeometry):
-        raise TypeError(f"geom must be a ParallelBeamGeometry, got {type(geom).__name__}")
-    if geom.angles.ndim != 1:
+    if not isinstance(geom, (ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry)):
+        raise TypeError(
+            f"geom must be a ParallelBeamGeometry, got {type(geom).__name__} "
+            "(or a fan-beam FanBeamGeometry or FanBeamVecGeometry)"
+        )
+    if isinstance(geom, FanBeamVecGeometry):
+        if geom.source.ndim != 2:
+            raise ValueError(
+                f"geom.source must have shape (num_angles, 2), got {geom.source.shape}; "
+                "to map over a batch of geometries, use jax.vmap"
+            )
+    elif geom.angles.ndim != 1:
         raise ValueError(
             f"geom.angles must have shape (num_angles,), got {geom.angles.shape}; "
             "to map over a batch of geometries, use jax.vmap"
         )
     if not isinstance(clip_to_image, bool):
         raise TypeError(f"clip_to_image must be a bool, got {clip_to_image!r}")
-    return _ellipse_sinogram(phantom, geom, clip_to_image)
+    if isinstance(geom, ParallelBeamGeometry):
+        return _ellipse_sinogram(phantom, geom, clip_to_image)
+    return _fan_ellipse_sinogram(phantom, geom, clip_to_image)
 
 
 # --------------------------------------------------------------------------------------------------
