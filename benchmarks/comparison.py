@@ -12,6 +12,7 @@ the learned methods validate on); the learned methods train for the preset's fix
 steps. An "oracle" TV row (weight tuned on Shepp-Logan itself) is reported for reference only.
 
     python benchmarks/comparison.py --preset quick      # 64 x 64, 2 CPU cores, < 45 minutes
+    python benchmarks/comparison.py --preset standard   # 128 x 128, the paper's data, < 2 h per model on 2 cores
     python benchmarks/comparison.py --preset paper      # 128 x 128, the paper's setting, for a GPU
 
 Training runs are checkpointed under --runs (default benchmarks/runs/<preset>/<model>) and resumed
@@ -56,7 +57,7 @@ LABELS = {
     "deprox": "DE-Prox (deep equilibrium)",
 }
 DEQ_MODELS = ("degrad", "deprox")
-TV_ITERATIONS = {"quick": 500, "paper": 1000}
+TV_ITERATIONS = {"quick": 500, "standard": 1000, "paper": 1000}
 
 
 def num_params(model) -> int:
@@ -169,7 +170,7 @@ def profile_step(model_name, model, op, batch, config):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", choices=("quick", "paper"), default="quick")
+    ap.add_argument("--preset", choices=("quick", "standard", "paper"), default="quick")
     ap.add_argument("--models", default=",".join(MODELS), help=f"learned models to train, from {MODELS}")
     ap.add_argument("--runs", default=None, help="checkpoint folder (default benchmarks/runs/<preset>)")
     ap.add_argument("--fresh", action="store_true", help="delete earlier checkpoints of these runs first")

@@ -40,29 +40,35 @@ from jaxrecon.train.loop import default_optimizer, reconstruction_loss_fn
 
 MODELS = ("lpd", "lgd", "unet")
 NOTES = """\
-What was tried for the LPD step (2 cores, jax 0.10.2, XLA CPU with its YNNPACK convolutions), and what it gave:
+What was tried for the LPD step (2 cores, AMD EPYC with AVX-512, jax 0.10.2, XLA CPU with its YNNPACK
+convolutions), and what it gave (measured with the other work on the machine paused):
 
 - Profile (`jax.profiler` with `--xla_cpu_enable_xprof_traceme=true`): convolutions are ~75% of the step,
   the projector ~4%, transposes, bias reductions and PReLU most of the rest. The forward pass is ~0.1 s of
-  the ~0.4-0.47 s step: the backward convolutions dominate.
-- Per convolution (batch 4): 32->32 at 64x64 runs at 80-100 GFLOP/s forward, close to what a `jnp.dot` of
-  the same im2col shape reaches (111 GFLOP/s for (16384, 288) x (288, 32)). The narrow layers are the
-  slow ones: the weight gradient of the 32->5 output layer took 5.4 ms against 1.4 ms for its forward.
+  the step: the backward convolutions dominate.
+- Per convolution (batch 4): 32->32 at 64x64 runs at 80-100 GFLOP/s forward, about what a `jnp.dot` of
+  the same im2col shape reaches (111 GFLOP/s for (16384, 288) x (288, 32)), half the large-dot peak. The
+  narrow layers were the slow ones: the weight gradient of the 32->5 output layer took 5.4 ms against 1.4 ms
+  for its forward.
 - Kept: `conv2d` computes the weight gradient of narrow layers (output depth < input depth and <= 8) as one
-  matrix product per sample (x^T times the output gradient shifted k^2 times), and the blocks run channels
-  last. Whole LPD step ~17% faster; results equal to float rounding (tests/nets/test_conv2d.py).
+  matrix product per sample, and the blocks run channels last: 0.39 -> 0.35 s per LPD step (median of 5
+  interleaved A/B rounds), results equal to float rounding (tests/nets/test_conv2d.py).
 - Tried and dropped: a custom VJP for every layer (under `vmap` XLA turned the per-sample weight gradient of
-  the wide layers into a grouped convolution, 2x slower: no gain overall); weight gradients by im2col
-  patches (the k^2 shifted copies cost more memory traffic than the product saves); forward by "product
-  then shifted sum" for narrow outputs (its gradient was 2-10x slower); splitting the batch into two
-  independent halves (no gain); XLA flags `--xla_cpu_use_onednn`, `--xla_cpu_use_xnnpack`,
-  `--xla_cpu_experimental_onednn_custom_call`, disabling YNNPACK fusions (within +-15%, no consistent gain,
-  and process-wide flags are no library option).
+  the wide layers into a grouped convolution, 2x slower); weight gradients by im2col patches (the k^2
+  shifted copies cost more memory traffic than the product saves); forward by "product then shifted sum"
+  for narrow outputs (its gradient was 2-10x slower); splitting the batch into two independent halves
+  (no gain); XLA flags on the whole step (`--xla_cpu_use_onednn`, `--xla_cpu_experimental_onednn_custom_call`,
+  YNNPACK fusions off: 0.32 s each, the same as the default; `--xla_cpu_use_xnnpack`: 0.39 s).
 - Estimated and not tried: Winograd F(2x2, 3x3) for the 32->32 layers: its batched product would take
-  ~1.3 ms instead of 3.6 ms, but its input/output transforms move 4x the activations through memory (~1.5 ms
-  at these sizes), so the gain would be small and the float32 error larger.
-- One core vs two: the old LPD step took 0.70 s on one core and 0.47 s on two (1.5x): a third of the second
-  core is lost to synchronisation of small convolutions.
+  ~1.3 ms instead of 3.6 ms, but its input/output transforms move 4x the activations through memory, so the
+  gain would be small and the float32 error larger. bfloat16 convolutions (the CPU has AVX512_BF16) would
+  change the numerics.
+- Batch size: per-sample step cost 0.094 s (batch 1), 0.101 (2), 0.080 (4), 0.112 (8), 0.114 (16): 4 is best.
+- One core vs two: the old LPD step took 0.70 s on one core and 0.47 s on two (1.5x).
+- The PyTorch peer first ran 2-5x slower than it should: autograd's backward of a sparse CSR product
+  re-sorted the transposed matrix at every call (the peer now applies a stored transpose through a custom
+  autograd function), and denormal activations slowed its convolutions after a few hundred steps (it now
+  flushes them to zero, as XLA does). Its convolutions are oneDNN's.
 """
 
 
@@ -73,8 +79,8 @@ def legacy_convstack_call(self, x):
     return self.layers[-1](x)
 
 
-def time_step(name, data, batch, repeats, legacy=False):
-    config = experiment_config(name, "quick")
+def time_step(name, data, batch, repeats, legacy=False, preset="quick"):
+    config = experiment_config(name, preset)
     op = data.operator
     model = build_model(config, op)
     opt = default_optimizer(1e-3, num_steps=1000, clip=1.0)
@@ -93,12 +99,15 @@ def time_step(name, data, batch, repeats, legacy=False):
             updates, state = opt.update(grads, state, eqx.filter(model, eqx.is_inexact_array))
             return eqx.filter((eqx.apply_updates(model, updates), state), eqx.is_array), loss
 
-        cost = step.lower(dynamic, batch).compile().cost_analysis()
+        t0 = time.perf_counter()
+        compiled = step.lower(dynamic, batch).compile()  # also fills the jit cache: the timed calls reuse it
+        compile_seconds = time.perf_counter() - t0
+        cost = compiled.cost_analysis()
         flops = (cost if isinstance(cost, dict) else cost[0])["flops"]
         seconds, first = median_seconds(step, dynamic, batch, repeats=repeats)
     finally:
         ConvStack.__call__ = current
-    return dict(step_seconds=seconds, first_call_seconds=first, gflop=flops / 1e9,
+    return dict(step_seconds=seconds, compile_seconds=compile_seconds, gflop=flops / 1e9,
                 gflops_per_second=flops / seconds / 1e9)
 
 
@@ -117,32 +126,34 @@ def time_peer(data, repeats):
             op_norm=float(LearnedPrimalDual(op, key=jax.random.key(0)).op_norm))))
         subprocess.run([python, str(HERE / "peers" / "lpd_deepinv.py"), str(folder)], check=True)
         t = json.loads((folder / "peer" / "timing.json").read_text())
-    return dict(step_seconds=float(np.median(t["steps"])), first_call_seconds=t["first"], torch=t["torch"],
+    return dict(step_seconds=float(np.median(t["steps"])), first_step_seconds=t["first"], torch=t["torch"],
                 threads=t["threads"])
 
 
 def markdown(res) -> str:
     rows = res["rows"]
     lines = [
-        "# Training-step speed on CPU (quick preset, batch 4)",
+        f"# Training-step speed on CPU ({res['preset']} preset, batch 4)",
         "",
         f"`{res['command']}` on {res['machine']['device']} ({res['machine']['cpu_count']} cores), jax "
         f"{res['machine']['jax']}, {res['machine']['date']}, load average before the run "
-        f"{res['machine']['load_average'][0]:.2f}. Median of {res['repeats']} steps after a warm-up; the first "
-        "call (compilation) apart. GFLOP per step from XLA's cost analysis of the compiled step.",
+        f"{res['machine']['load_average'][0]:.2f} (other work on the machine was paused while it ran). Median of "
+        f"{res['repeats']} steps after a warm-up; compile time apart (for the peer: its first step). GFLOP per step "
+        "from XLA's cost analysis of the compiled step.",
         "",
         f"Machine reference: a 2048^3 float32 `jnp.dot` runs at {res['dot_gflops']:.0f} GFLOP/s.",
         "",
-        "| model | implementation | step (s) | first call (s) | GFLOP / step | GFLOP/s | speed-up vs baseline |",
+        "| model | implementation | step (s) | compile / first step (s) | GFLOP / step | GFLOP/s | speed-up vs baseline |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         base = next((b for b in rows if b["model"] == r["model"] and b["implementation"] == "baseline"), None)
-        speedup = f"{base['step_seconds'] / r['step_seconds']:.2f}x" if base else ""
+        speedup = f"{base['step_seconds'] / r['step_seconds']:.2f}x" if base and "peer" not in r["implementation"] else ""
+        first = r.get("compile_seconds", r.get("first_step_seconds"))
         gflop = f"{r['gflop']:.1f}" if r.get("gflop") else ""
         rate = f"{r['gflops_per_second']:.0f}" if r.get("gflops_per_second") else ""
         lines.append(f"| {r['model']} | {r['implementation']} | {r['step_seconds']:.3f} | "
-                     f"{r['first_call_seconds']:.1f} | {gflop} | {rate} | {speedup} |")
+                     f"{first:.1f} | {gflop} | {rate} | {speedup} |")
     lines += ["", "Checks:", ""] + [f"- {k}: {v}" for k, v in res["checks"].items()]
     return "\n".join(lines) + "\n\n" + NOTES
 
@@ -151,18 +162,19 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--preset", default="quick", help="experiment preset (data size, models, batch)")
     ap.add_argument("--no-peer", action="store_true", help="skip the PyTorch peer")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     meta = machine()
-    data = build_data(experiment_config("lpd", "quick"))
+    data = build_data(experiment_config("lpd", args.preset))
     batch = jax.jit(jax.vmap(data.sample))(batch_keys(0, "train", 0, 4))
     a = jax.random.normal(jax.random.key(0), (2048, 2048), jnp.float32)
     dot_seconds, _ = median_seconds(jax.jit(lambda a: a @ a), a, repeats=10)
     rows = []
     for name in args.models.split(","):
         for legacy in ((False, True) if name in ("lpd", "lgd") else (False,)):
-            r = time_step(name, data, batch, args.repeats, legacy)
+            r = time_step(name, data, batch, args.repeats, legacy, args.preset)
             rows.append(dict(model=name, implementation="baseline" if legacy else "ours", **r))
             print(rows[-1], file=sys.stderr, flush=True)
     if not args.no_peer and "lpd" in args.models:
@@ -175,8 +187,9 @@ def main(argv=None):
     if ("lpd", "peer") in by:
         checks["LPD step ours / peer (bar <= 1.0)"] = round(by["lpd", "ours"]["step_seconds"] / by["lpd", "peer"]["step_seconds"], 2)
     res = dict(command="python benchmarks/training_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
-               machine=meta, repeats=args.repeats, dot_gflops=2 * 2048**3 / dot_seconds / 1e9, rows=rows, checks=checks)
-    js, md = write_results("training_speed", res, markdown(res), Path(args.out))
+               preset=args.preset, machine=meta, repeats=args.repeats, dot_gflops=2 * 2048**3 / dot_seconds / 1e9, rows=rows, checks=checks)
+    stem = "training_speed" if args.preset == "quick" else f"training_speed_{args.preset}"
+    js, md = write_results(stem, res, markdown(res), Path(args.out))
     print(md.read_text())
 
 

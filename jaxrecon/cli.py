@@ -34,7 +34,7 @@ _METHODS = ("fbp", "tv", "lpd")
 _TV_ALPHA_64 = 1.26
 _TV_ITERATIONS = 500
 _MODELS = ("unet", "pgd", "lista", "lgd", "lpd", "degrad", "deprox")  # mirrors jaxrecon.train.experiment.MODELS (checked in tests)
-_PRESETS = ("quick", "paper")
+_PRESETS = ("quick", "standard", "paper")
 
 # The FBP filters (mirrors jaxrecon.operators.fbp.FBP_FILTERS; kept literal so --help needs no JAX import,
 # and checked against it in tests/test_cli.py).
@@ -352,8 +352,9 @@ def _add_train(subparsers) -> None:
         description=(
             "Train a learned reconstruction on random-ellipse CT data generated on the fly (deterministic "
             "given --seed), validating on held-out ellipses; checkpoints (weights + JSON config) go to "
-            "--output and an interrupted run resumes from there. Presets: quick (64x64, for a CPU), "
-            "paper (128x128, Adler & Öktem's setting, for a GPU)."
+            "--output and an interrupted run resumes from there (also after --minutes, Ctrl-C or SIGTERM). "
+            "Presets: quick (64x64, minutes on a CPU), standard (128x128, Adler & Öktem's data, < 2 h per model "
+            "on 2 CPU cores), paper (128x128, the paper's models and schedule, for a GPU)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

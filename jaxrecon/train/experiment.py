@@ -9,6 +9,9 @@ Presets (CT, Adler & Öktem's setting: random ellipses for training, 30 views, 5
 - `"quick"`: 64 x 64 images, 91 detectors, steps sized to train every model of the comparison on
   2 CPU cores in under 45 minutes; learned schemes start from FBP (`init="fbp"`) and their
   residual blocks start small (`last_scale=0.1`) so that short training already helps.
+- `"standard"`: the paper's data setting (128 x 128 images, 30 views, 183 detectors, 5% noise)
+  with the quick preset's models, steps sized so that LPD, LGD and the U-Net each train on 2 CPU
+  cores in under 2 hours (resumable across sessions with `time_limit` / `jaxrecon train --minutes`).
 - `"paper"`: 128 x 128 images, 183 detectors, the paper's architectures (LPD/LGD: 10
   iterations, width 32, LPD from zero) and long training; for a GPU.
 
@@ -50,12 +53,22 @@ MODELS = ("unet", "pgd", "lista", "lgd", "lpd", "degrad", "deprox")
 
 _DATA = {
     "quick": dict(size=64, num_angles=30, num_detectors=91, noise=0.05, preset="adler2018", supersample=4),
+    "standard": dict(size=128, num_angles=30, num_detectors=183, noise=0.05, preset="adler2018", supersample=4),
     "paper": dict(size=128, num_angles=30, num_detectors=183, noise=0.05, preset="adler2018", supersample=4),
 }
 
 _DEQ = dict(features=32, depth=4, lipschitz=0.9, tol=1e-3, max_iter=30)
 _MODEL = {
     "quick": {
+        "unet": dict(channels=32, levels=4),
+        "pgd": dict(num_iterations=10, kernel_size=5),
+        "lista": dict(num_iterations=10, alpha=1.0, wavelet="db2", kernel_size=5),
+        "lgd": dict(num_iterations=10, hidden=32, num_memory=5, init="fbp", last_scale=0.1),
+        "lpd": dict(num_iterations=10, hidden=32, num_primal=5, num_dual=5, init="fbp", last_scale=0.1),
+        "degrad": _DEQ,
+        "deprox": _DEQ,
+    },
+    "standard": {
         "unet": dict(channels=32, levels=4),
         "pgd": dict(num_iterations=10, kernel_size=5),
         "lista": dict(num_iterations=10, alpha=1.0, wavelet="db2", kernel_size=5),
@@ -82,6 +95,17 @@ _TRAIN = {
         "lista": dict(steps=300, batch_size=4, learning_rate=1e-2),
         "lgd": dict(steps=1500, batch_size=4, learning_rate=1e-3),
         "lpd": dict(steps=2500, batch_size=4, learning_rate=1e-3),
+        "degrad": dict(steps=300, batch_size=4, learning_rate=1e-3),
+        "deprox": dict(steps=300, batch_size=4, learning_rate=1e-3),
+    },
+    # Sized by measured steps (batch 4, 128 x 128, 2 cores, benchmarks/results/training_speed_standard.md):
+    # LPD 1.34 s, LGD 1.05 s, U-Net 0.83 s per step, so that each trains in under 2 hours (1.9 h at most).
+    "standard": {
+        "unet": dict(steps=8000, batch_size=4, learning_rate=1e-3),
+        "pgd": dict(steps=300, batch_size=4, learning_rate=1e-2),
+        "lista": dict(steps=300, batch_size=4, learning_rate=1e-2),
+        "lgd": dict(steps=6500, batch_size=4, learning_rate=1e-3),
+        "lpd": dict(steps=5000, batch_size=4, learning_rate=1e-3),
         "degrad": dict(steps=300, batch_size=4, learning_rate=1e-3),
         "deprox": dict(steps=300, batch_size=4, learning_rate=1e-3),
     },

@@ -30,6 +30,9 @@ def test_config_is_json_and_overrides_nest():
     paper = experiment_config("lpd", "paper")
     assert (paper["data"]["size"], paper["data"]["num_detectors"]) == (128, 183)
     assert paper["model_options"]["num_iterations"] == 10 and paper["model_options"]["hidden"] == 32
+    standard = experiment_config("lpd", "standard")
+    assert standard["data"] == paper["data"]  # the paper's data setting, with the CPU-sized recipe
+    assert standard["model_options"] == experiment_config("lpd", "quick")["model_options"]
 
 
 @pytest.mark.parametrize(
