@@ -90,8 +90,7 @@ def train_ours(name, data, config, train, val, steps, progress):
 
 def train_peer(folder, val, steps, progress):
     python = peer_python("torch", PEER_REQUIREMENTS)
-    subprocess.run([python, str(HERE / "peers" / "lpd_deepinv.py"), str(folder)], check=True,
-                   stderr=None if progress else subprocess.DEVNULL)
+    subprocess.run([python, str(HERE / "peers" / "lpd_deepinv.py"), str(folder)], check=True)
     peer = json.loads((folder / "peer" / "peer.json").read_text())
     from jaxrecon.train.evaluate import _metrics
 
@@ -182,6 +181,10 @@ def main(argv=None):
             print(f"training {name}", flush=True)
             runs[name] = (train_peer(folder, val, args.steps, not args.no_progress) if name == "peer"
                           else train_ours(name, data, config, train, val, args.steps, not args.no_progress))
+            report(args, argv, config, runs, t0)  # after every run, so a long benchmark shows what it has
+
+
+def report(args, argv, config, runs, t0):
     res = dict(command="python benchmarks/peer_training.py " + " ".join(sys.argv[1:] if argv is None else argv), steps=args.steps,
                config=config, machine=machine(), runs=runs, total_seconds=time.time() - t0)
     if "peer" in runs and "paper" in runs:

@@ -44,6 +44,20 @@ def import_pdnet_blocks():
     return PDNet_PrimalBlock, PDNet_DualBlock
 
 
+class _Apply(torch.autograd.Function):
+    """v -> M v (v: (n, B)) with the gradient M^T g from a stored transpose: autograd's own backward of a
+    sparse product re-sorts the transposed matrix at every call (that made a step ~5x slower)."""
+
+    @staticmethod
+    def forward(ctx, m, mt, v):
+        ctx.mt = mt
+        return m @ v
+
+    @staticmethod
+    def backward(ctx, g):
+        return None, None, ctx.mt @ g
+
+
 class LearnedPrimalDual(torch.nn.Module):
     def __init__(self, matrix, op_norm, image_shape, data_shape, iterations=10, primal=5, dual=5):
         super().__init__()
@@ -63,9 +77,9 @@ class LearnedPrimalDual(torch.nn.Module):
         f = y.new_zeros((b, self.num_primal, *self.image_shape))
         h = y.new_zeros((b, self.num_dual, *self.data_shape))
         for dual, primal in zip(self.dual, self.primal):
-            af = (self.A @ f[:, 1].reshape(b, -1).t()).t().reshape(b, 1, *self.data_shape)
+            af = _Apply.apply(self.A, self.At, f[:, 1].reshape(b, -1).t()).t().reshape(b, 1, *self.data_shape)
             h = dual(h, af, y)
-            ath = (self.At @ h[:, 0].reshape(b, -1).t()).t().reshape(b, 1, *self.image_shape)
+            ath = _Apply.apply(self.At, self.A, h[:, 0].reshape(b, -1).t()).t().reshape(b, 1, *self.image_shape)
             f = primal(f, ath)
         return f[:, 0]
 
@@ -74,6 +88,9 @@ def main(data_dir):
     cfg = json.loads(open(os.path.join(data_dir, "config.json")).read())
     torch.manual_seed(cfg["seed"])
     torch.set_num_threads(cfg["threads"])
+    # XLA CPU runs with denormals flushed to zero; without the same, this training slowed ~3x after a few hundred
+    # steps (denormal activations in the convolutions), which would make the step-time comparison unfair.
+    torch.set_flush_denormal(True)
     load = lambda name: np.load(os.path.join(data_dir, name))  # noqa: E731
     rows, cols, vals = load("op_rows.npy"), load("op_cols.npy"), load("op_vals.npy")
     image_shape, data_shape = tuple(cfg["image_shape"]), tuple(cfg["data_shape"])
@@ -119,7 +136,7 @@ def main(data_dir):
         t = time.perf_counter()
         loss = step(y, x)
         step_times.append(time.perf_counter() - t)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if (k + 1) % cfg["validate_every"] == 0 or k + 1 == steps:
             validate(k + 1)
             print(f"peer step {k + 1}/{steps} loss {losses[-1]:.3g} median step {np.median(step_times[1:] or step_times):.3f} s",
