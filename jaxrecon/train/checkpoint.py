@@ -8,16 +8,22 @@ Layout of a checkpoint directory (one per saved step)::
         model.eqx             # equinox.tree_serialise_leaves(model)
         opt_state.eqx         # the optimizer state (if saved)
         config.json           # {"config", "step", "history", "versions", "leaves": shapes/dtypes}
+        manifest.json         # {"sha256": {file name: SHA-256 of its bytes}} for the files above
 
 Nothing is pickled: loading needs a *template* pytree of the same structure (e.g. a freshly
 initialised model built from `load_config(path)`), whose leaves are replaced by the stored arrays.
 A checkpoint appears only complete: it is written into a hidden temporary sibling directory,
 flushed to disk (`fsync`) and renamed into place; `latest` is replaced the same way. Only the
-newest `keep` checkpoints are kept.
+newest `keep` checkpoints are kept; an old one is first renamed to a hidden name, then deleted, so
+that a save killed while pruning never leaves a half-deleted folder that looks complete, and
+hidden leftovers of killed saves are removed by the next save. Loading verifies every file against
+the manifest and names the one that is corrupt (checkpoints written before manifests existed load
+without this check).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -110,6 +116,21 @@ def _replace_file(path: Path, text: str) -> None:
     _fsync(path.parent)
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _remove(path: Path, directory: Path) -> None:
+    """Delete a checkpoint folder: rename it to a hidden name first (atomic), so it never looks half there."""
+    hidden = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}prune-", dir=directory))
+    os.replace(path, hidden / path.name)
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
 def _steps(directory: Path) -> dict[int, Path]:
     """Complete checkpoints in `directory`: step -> path."""
     out = {}
@@ -188,12 +209,19 @@ def save_checkpoint(
     }
     text = _to_json(meta, "config and history")
 
+    for stale in directory.glob(f"{_TMP_PREFIX}*"):  # leftovers of a save or a pruning that was killed
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=directory))
     try:
         _write_bytes(tmp / "model.eqx", lambda f: eqx.tree_serialise_leaves(f, model))
         if opt_state is not None:
             _write_bytes(tmp / "opt_state.eqx", lambda f: eqx.tree_serialise_leaves(f, opt_state))
         _write_bytes(tmp / "config.json", lambda f: f.write(text.encode()))
+        manifest = {"sha256": {p.name: _sha256(p) for p in sorted(tmp.iterdir())}}
+        _write_bytes(tmp / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
         _fsync(tmp)
         final = directory / name
         if final.exists():  # re-saving a step: move the old one aside first (rename is atomic)
@@ -213,7 +241,7 @@ def save_checkpoint(
         steps = sorted(_steps(directory))
         for s in steps[:-keep]:
             if s != step:
-                shutil.rmtree(directory / f"step_{s:08d}", ignore_errors=True)
+                _remove(directory / f"step_{s:08d}", directory)
     return final
 
 
@@ -254,10 +282,47 @@ def _resolve(path) -> Path:
     raise FileNotFoundError(f"checkpoint path {str(path)!r} does not exist")
 
 
+def _verify(path: Path) -> None:
+    """Check every file of a checkpoint against its manifest (if it has one), naming a corrupt file."""
+    file = path / "manifest.json"
+    if not file.is_file():
+        return  # written before manifests existed
+    try:
+        expected = json.loads(file.read_text())["sha256"]
+        if not isinstance(expected, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise ValueError(f"checkpoint manifest {str(file)!r} is corrupt (expected JSON with a 'sha256' table)") from None
+    for name, digest in expected.items():
+        if not (path / name).is_file():
+            raise ValueError(f"checkpoint {str(path)!r} is incomplete: {name} is listed in its manifest but missing")
+        if _sha256(path / name) != digest:
+            raise ValueError(
+                f"checkpoint {str(path)!r} is corrupt: {name} does not match the SHA-256 in its manifest "
+                "(the file was truncated or altered after it was written)"
+            )
+
+
+_META_KEYS = {"format": int, "step": int, "config": dict, "leaves": dict}
+
+
 def _read_meta(path: Path) -> dict:
-    meta = json.loads((path / "config.json").read_text())
+    file = path / "config.json"
+    _verify(path)
+    try:
+        meta = json.loads(file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"checkpoint file {str(file)!r} is not valid JSON: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        raise ValueError(f"{path / 'config.json'} is not a jaxrecon checkpoint (format {_FORMAT})")
+        raise ValueError(f"{file} is not a jaxrecon checkpoint (format {_FORMAT})")
+    for key, kind in _META_KEYS.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise ValueError(
+                f"checkpoint file {str(file)!r}: entry {key!r} should be a {kind.__name__}, got "
+                f"{type(meta.get(key)).__name__ if key in meta else 'nothing'}"
+            )
+    if not isinstance(meta["leaves"].get("model"), list):
+        raise ValueError(f"checkpoint file {str(file)!r}: entry 'leaves' has no list of model leaves")
     return meta
 
 
@@ -301,11 +366,15 @@ def _check_template(stored: list[dict] | None, like, what: str, path: Path) -> N
 
 
 def _deserialise(file: Path, like, what: str):
+    if not file.is_file():
+        raise ValueError(f"checkpoint file {str(file)!r} is missing")
     try:
         with open(file, "rb") as f:
             return eqx.tree_deserialise_leaves(f, like)
     except RuntimeError as e:  # equinox's own type/shape/dtype check
         raise ValueError(f"{what} template does not match {str(file)!r}: {e}") from None
+    except (ValueError, EOFError, OSError) as e:  # truncated or garbled without a manifest to say so
+        raise ValueError(f"checkpoint file {str(file)!r} cannot be read ({type(e).__name__}: {e})") from None
 
 
 def load_checkpoint(path, *, model_like, opt_state_like=None) -> tuple[Any, Any, int, dict, dict | None]:
@@ -321,8 +390,9 @@ def load_checkpoint(path, *, model_like, opt_state_like=None) -> tuple[Any, Any,
 
     Raises:
         FileNotFoundError: no checkpoint at `path`.
-        ValueError: a template does not match (the message names the leaves, with the stored and
-            the expected shape and dtype).
+        ValueError: a file is corrupt or missing (named; checked against the manifest's SHA-256),
+            `config.json` is malformed (the file and the entry are named), or a template does not
+            match (the message names the leaves, with the stored and the expected shape and dtype).
 
     Example:
         see `save_checkpoint`.

@@ -43,7 +43,7 @@ def test_round_trip_is_exact(tmp_path):
     path = save_checkpoint(tmp_path, model=model, opt_state=state, step=12, config={"width": 4, "act": "relu"},
                            history=history)
     assert path == tmp_path / "step_00000012"
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.eqx", "opt_state.eqx"]
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "manifest.json", "model.eqx", "opt_state.eqx"]
     assert (tmp_path / "latest").read_text().strip() == "step_00000012"
     meta = json.loads((path / "config.json").read_text())
     assert meta["step"] == 12 and meta["config"] == {"width": 4, "act": "relu"}
@@ -113,6 +113,65 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match="JSON data.*object"):
         save_checkpoint(tmp_path, model=model, step=4, config={"f": object()})
     assert not list(tmp_path.glob(".tmp-*")) and not (tmp_path / "step_00000004").exists()
+
+
+def test_corrupt_files_are_named(tmp_path):
+    model = _model(0)
+    path = save_checkpoint(tmp_path, model=model, step=3, config={"w": 4})
+    manifest = json.loads((path / "manifest.json").read_text())["sha256"]
+    assert set(manifest) == {"model.eqx", "config.json"}
+    blob = bytearray((path / "model.eqx").read_bytes())
+    blob[-3] ^= 0x10  # a flipped bit near the end: a weight would change silently without the manifest
+    (path / "model.eqx").write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=r"corrupt: model.eqx does not match the SHA-256"):
+        load_checkpoint(tmp_path, model_like=model)
+    (path / "model.eqx").write_bytes(bytes(blob[: len(blob) // 2]))  # truncated
+    with pytest.raises(ValueError, match=r"corrupt: model.eqx"):
+        load_checkpoint(path, model_like=model)
+    (path / "model.eqx").unlink()
+    with pytest.raises(ValueError, match=r"incomplete: model.eqx is listed in its manifest but missing"):
+        load_checkpoint(path, model_like=model)
+
+
+def test_malformed_config_names_the_file_and_the_entry(tmp_path):
+    model = {"w": jnp.zeros(2)}
+    path = save_checkpoint(tmp_path, model=model, step=1, config={})
+    (path / "manifest.json").unlink()  # as a checkpoint from before manifests: only the JSON checks apply
+    meta = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text("{broken")
+    with pytest.raises(ValueError, match=r"config.json' is not valid JSON"):
+        load_config(path)
+    del meta["leaves"]
+    (path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"config.json': entry 'leaves' should be a dict, got nothing"):
+        load_checkpoint(path, model_like=model)
+    (path / "config.json").write_text(json.dumps(dict(meta, leaves={}, step="3")))
+    with pytest.raises(ValueError, match=r"entry 'step' should be a int, got str"):
+        load_config(path)
+    (path / "config.json").write_text(json.dumps(dict(meta, leaves={"model": []})))
+    (path / "model.eqx").write_bytes(b"\x00")
+    with pytest.raises(ValueError, match=r"model.eqx' cannot be read|template does not match"):
+        load_checkpoint(path, model_like=model)
+
+
+def test_leftovers_of_killed_saves_are_cleaned_and_pruning_never_leaves_a_partial_step(tmp_path, monkeypatch):
+    model = {"w": jnp.zeros(2)}
+    (tmp_path / ".tmp-step_00000001-abc").mkdir(parents=True)  # a save killed mid-write
+    (tmp_path / ".tmp-step_00000001-abc" / "model.eqx").write_bytes(b"partial")
+    save_checkpoint(tmp_path, model=model, step=1, config={}, keep=1)
+    assert not list(tmp_path.glob(".tmp-*"))
+    # a kill during pruning: the old step has already been renamed away, so it can never look complete
+    import shutil
+
+    monkeypatch.setattr(ckpt.shutil, "rmtree", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, model=model, step=2, config={}, keep=1)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_00000002"]
+    assert latest_checkpoint(tmp_path).name == "step_00000002"
+    save_checkpoint(tmp_path, model=model, step=3, config={}, keep=1)
+    assert not list(tmp_path.glob(".tmp-*"))
+    assert shutil.rmtree  # (the real one is back)
 
 
 def test_template_mismatch_and_missing_paths(tmp_path):
