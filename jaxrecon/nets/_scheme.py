@@ -10,9 +10,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
+from ..operators.fan_geometry import FanBeamGeometry, FanBeamVecGeometry
 from ..operators.fbp import fbp
+from ..operators.geometry import ParallelBeamGeometry
 from ..operators.linear_operator import LinearOperator, operator_norm
 from ..operators.radon import RadonTransform
+from ..operators.xray import XRayTransform
 
 __all__ = ["INITS", "initial_reconstruction"]
 
@@ -45,26 +48,52 @@ def check_init(init: str, scheme: str) -> str:
     return init
 
 
+def fbp_geometry(op: LinearOperator):
+    """The geometry `fbp` reconstructs `op`'s data with, or `None`.
+
+    A `RadonTransform`, or an `XRayTransform` of a `ParallelBeamGeometry` or `FanBeamGeometry` (a
+    circular orbit, flat or curved detector). Other operators, including an `XRayTransform` of a
+    `FanBeamVecGeometry` (no circular orbit), give `None`.
+    """
+    if isinstance(op, (RadonTransform, XRayTransform)) and isinstance(op.geom, (ParallelBeamGeometry, FanBeamGeometry)):
+        return op.geom
+    return None
+
+
 def initial_reconstruction(y: Array, op: LinearOperator, init: str = "auto", filter: str = "hann") -> Array:
-    r"""The starting image of a learned scheme: `"fbp"` (filtered back projection with `filter`, for a
-    `RadonTransform`), `"adjoint"` ($A^* y$, e.g. the zero-filled inverse FFT of subsampled Fourier
-    data, or the blurred image for a blur), `"zero"`, or `"auto"`: FBP for a `RadonTransform`, else
-    the adjoint.
+    r"""The starting image of a learned scheme: `"fbp"` (filtered back projection `fbp(y, op.geom, filter)`,
+    for a `RadonTransform` or an `XRayTransform` of a parallel-beam or circular fan-beam geometry),
+    `"adjoint"` ($A^* y$, e.g. the zero-filled inverse FFT of subsampled Fourier data, or the blurred
+    image for a blur), `"zero"`, or `"auto"`: FBP where `fbp` supports the operator, else the adjoint.
+
+    A fan-beam FBP needs angles covering a full ($2\pi$) or short ($\pi + 2\Gamma$) scan; `fbp` raises
+    for less when the angles are concrete. An `XRayTransform` of a `FanBeamVecGeometry` has no FBP:
+    `init="fbp"` raises a `ValueError` and `"auto"` uses the adjoint.
 
     Example:
         >>> op = RadonTransform(ParallelBeamGeometry.uniform((32, 32), 20))
         >>> initial_reconstruction(jnp.zeros(op.out_shape), op).shape
         (32, 32)
+        >>> fan = XRayTransform(FanBeamGeometry.uniform((32, 32), 24, 60.0, 40.0))
+        >>> initial_reconstruction(jnp.zeros(fan.out_shape), fan, "fbp").shape
+        (32, 32)
     """
     check_init(init, "initial_reconstruction")
+    geom = fbp_geometry(op)
     if init == "auto":
-        init = "fbp" if isinstance(op, RadonTransform) else "adjoint"
+        init = "fbp" if geom is not None else "adjoint"
     if init == "fbp":
-        if not isinstance(op, RadonTransform):
+        if geom is None:
+            if isinstance(op, XRayTransform):
+                raise ValueError(
+                    "init='fbp' needs a circular-orbit geometry (ParallelBeamGeometry or FanBeamGeometry), got "
+                    f"an XRayTransform of a {type(op.geom).__name__}; use init='adjoint' or 'zero'"
+                )
             raise ValueError(
-                f"init='fbp' needs a RadonTransform, got {type(op).__name__}; use init='adjoint' or 'zero'"
+                f"init='fbp' needs a RadonTransform or an XRayTransform, got {type(op).__name__}; "
+                "use init='adjoint' or 'zero'"
             )
-        return fbp(y, op.geom, filter)
+        return fbp(y, geom, filter)
     if init == "adjoint":
         return jnp.real(op.T(y)) if jnp.iscomplexobj(y) and not op.in_complex else op.T(y)
     return jnp.zeros(op.in_shape, jnp.real(y).dtype)

@@ -16,7 +16,8 @@ __all__ = ["PostProcessing"]
 
 class PostProcessing(eqx.Module):
     r"""$x = f_\theta(x_0)$ with $x_0$ a classical reconstruction: FBP (`init="fbp"`, filter `filter`)
-    for a `RadonTransform`, or $A^* y$ (`init="adjoint"`); `"auto"` picks FBP for the Radon transform.
+    for a `RadonTransform` or an `XRayTransform` of a parallel or circular fan-beam geometry, or $A^* y$
+    (`init="adjoint"`); `"auto"` picks FBP where it applies (see `initial_reconstruction`).
 
     `net` maps `(1, H, W) -> (1, H, W)`, e.g. `UNet(residual=True)` (FBPConvNet: output = input +
     U-Net(input)) or `DnCNN`. Call on ONE measurement: `model(y, op) -> x`; batch with `jax.vmap`.

@@ -31,9 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxrecon.operators.fan_geometry import FanBeamGeometry, FanBeamVecGeometry
 from jaxrecon.operators.geometry import ParallelBeamGeometry
 from jaxrecon.operators.noise import gaussian_noise
 from jaxrecon.operators.radon import RadonTransform
+from jaxrecon.operators.xray import XRayTransform
 from jaxrecon.phantoms.ellipses import PRESETS, ellipse_sinogram, random_ellipse_phantom, rasterize
 from jaxrecon.phantoms.shepp_logan import shepp_logan, shepp_logan_ellipses
 
@@ -140,16 +142,22 @@ def batch_keys(seed: int, split: str, start: int, count: int) -> PRNGKeyArray:
     return jax.vmap(lambda i: split_key(seed, split, i))(indices)
 
 
+def _geometry_dtype(geom):
+    """The dtype of a geometry's arrays (`angles`, or `source` for a `FanBeamVecGeometry`)."""
+    return (geom.source if isinstance(geom, FanBeamVecGeometry) else geom.angles).dtype
+
+
 class CTData(eqx.Module):
-    r"""Random-ellipse CT samples for a parallel-beam geometry, generated on the fly.
+    r"""Random-ellipse CT samples for a parallel-beam or fan-beam geometry, generated on the fly.
 
     `sample(key)` draws `random_ellipse_phantom(key1, shape, preset)`, rasterises its pixel averages
     (`supersample` x `supersample` sub-pixel samples per pixel) as the ground truth $x$, and returns
     the exact sinogram of the phantom with relative Gaussian noise of level `noise` as $y$ (see the
-    module docstring). The dtype of the data is that of `geometry.angles`.
+    module docstring). The dtype of the data is that of the geometry's arrays (`geometry.angles`).
 
     Attributes:
-        geometry: the `ParallelBeamGeometry` (a pytree leaf: traced, not baked into compiled code).
+        geometry: a `ParallelBeamGeometry`, `FanBeamGeometry` or `FanBeamVecGeometry` (its arrays are
+            pytree leaves: traced, not baked into compiled code).
         noise: relative Gaussian noise level $\ge 0$ (static), e.g. 0.05 for 5%.
         preset: random-ellipse preset (static), a key of `jaxrecon.phantoms.ellipses.PRESETS`.
         supersample: sub-pixel samples per axis for the ground truth (static), >= 1.
@@ -163,15 +171,27 @@ class CTData(eqx.Module):
         (16, 16)
     """
 
-    geometry: ParallelBeamGeometry
+    geometry: ParallelBeamGeometry | FanBeamGeometry | FanBeamVecGeometry
     noise: float = eqx.field(static=True)
     preset: str = eqx.field(static=True)
     supersample: int = eqx.field(static=True)
 
-    def __init__(self, geometry: ParallelBeamGeometry, noise: float, preset: str = "adler2018", supersample: int = 4):
-        if not isinstance(geometry, ParallelBeamGeometry):
-            raise TypeError(f"geometry must be a ParallelBeamGeometry, got {type(geometry).__name__}")
-        if geometry.angles.ndim != 1:
+    def __init__(
+        self,
+        geometry: ParallelBeamGeometry | FanBeamGeometry | FanBeamVecGeometry,
+        noise: float,
+        preset: str = "adler2018",
+        supersample: int = 4,
+    ):
+        if not isinstance(geometry, (ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry)):
+            raise TypeError(
+                f"geometry must be a ParallelBeamGeometry, got {type(geometry).__name__} "
+                "(or a fan-beam FanBeamGeometry or FanBeamVecGeometry)"
+            )
+        if isinstance(geometry, FanBeamVecGeometry):
+            if geometry.source.ndim != 2:
+                raise ValueError(f"geometry.source must have shape (num_angles, 2), got {geometry.source.shape}")
+        elif geometry.angles.ndim != 1:
             raise ValueError(f"geometry.angles must have shape (num_angles,), got {geometry.angles.shape}")
         if isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating)):
             raise TypeError(f"noise must be a non-negative float (relative level), got {noise!r}")
@@ -221,9 +241,12 @@ class CTData(eqx.Module):
         return self.geometry.shape
 
     @property
-    def operator(self) -> RadonTransform:
-        """The discrete forward operator `RadonTransform(geometry)` (for models and losses)."""
-        return RadonTransform(self.geometry)
+    def operator(self) -> RadonTransform | XRayTransform:
+        """The discrete forward operator (for models and losses): `RadonTransform(geometry)` for a
+        parallel-beam geometry, `XRayTransform(geometry)` for a fan-beam one."""
+        if isinstance(self.geometry, ParallelBeamGeometry):
+            return RadonTransform(self.geometry)
+        return XRayTransform(self.geometry)
 
     def sample(self, key: PRNGKeyArray) -> Sample:
         """One sample: `Sample(y (num_angles, num_detectors), x (H, W))`, deterministic given `key`."""
@@ -245,7 +268,7 @@ class CTData(eqx.Module):
 
 def _draw(data: CTData, key: PRNGKeyArray) -> Sample:
     k_phantom, k_noise = jax.random.split(key)
-    dtype = data.geometry.angles.dtype
+    dtype = _geometry_dtype(data.geometry)
     phantom = random_ellipse_phantom(k_phantom, data.shape, data.preset, dtype=dtype)
     x = rasterize(phantom, data.shape, data.supersample)
     y = gaussian_noise(k_noise, ellipse_sinogram(phantom, data.geometry), data.noise)
@@ -274,7 +297,7 @@ def shepp_logan_sample(data: CTData, key: PRNGKeyArray | None = None) -> Sample:
         raise TypeError(f"shepp_logan_sample expects a CTData, got {type(data).__name__}")
     key = jax.random.key(0) if key is None else key
     _check_key(key, "shepp_logan_sample")
-    dtype = data.geometry.angles.dtype
+    dtype = _geometry_dtype(data.geometry)
     x = shepp_logan(data.shape, supersample=data.supersample, dtype=dtype)
     y = gaussian_noise(key, ellipse_sinogram(shepp_logan_ellipses(dtype), data.geometry), data.noise)
     return Sample(y, x)

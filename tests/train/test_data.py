@@ -181,3 +181,20 @@ def test_validation_errors(data):
 def test_docstring_examples():
     result = doctest.testmod(sys.modules["jaxrecon.train.data"], optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("vec", [False, True])
+def test_fan_beam_data_use_the_fan_geometry(vec):
+    from jaxrecon.operators import FanBeamGeometry, XRayTransform
+    from jaxrecon.phantoms.shepp_logan import shepp_logan_ellipses
+
+    geom = FanBeamGeometry.uniform((8, 8), 6, 20.0, 15.0, dtype=jnp.float64)
+    geom = geom.to_vec() if vec else geom
+    data = CTData(geom, 0.0, supersample=2)
+    assert isinstance(data.operator, XRayTransform) and data.operator.geom is geom
+    s = data.sample(split_key(0, "train", 0))
+    assert s.y.shape == geom.sinogram_shape and s.x.shape == (8, 8) and s.y.dtype == jnp.float64
+    phantom = random_ellipse_phantom(jax.random.split(split_key(0, "train", 0))[0], (8, 8), dtype=jnp.float64)
+    np.testing.assert_allclose(s.y, ellipse_sinogram(phantom, geom), rtol=1e-12, atol=1e-12)
+    sl = shepp_logan_sample(data)
+    np.testing.assert_array_equal(sl.y, ellipse_sinogram(shepp_logan_ellipses(jnp.float64), geom))
