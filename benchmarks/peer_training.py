@@ -37,6 +37,8 @@ from jaxrecon.train.experiment import build_data, experiment_config
 from jaxrecon.train.loop import _train_step, default_optimizer, reconstruction_loss_fn
 
 PEER_REQUIREMENTS = [["torch==2.13.0", "numpy"], ["--no-deps", "deepinv==0.5.0"]]
+LABELS = {"peer": "PyTorch peer (DeepInverse blocks)", "paper": "jaxrecon, paper form (zero start)",
+          "quick": "jaxrecon, quick recipe (FBP start)"}
 OURS = {
     "paper": dict(init="zero", last_scale=1.0),
     "quick": dict(init="fbp", last_scale=0.1),
@@ -118,7 +120,7 @@ def markdown(res) -> str:
         f"Adam lr {cfg['train']['learning_rate']:g} cosine to 0, clip 1; the same batches, operator and "
         f"{cfg['train']['validation_size']} validation ellipses for every row.",
         "",
-        "| step | " + " | ".join(f"{n} PSNR" for n in names) + " |",
+        "| step | " + " | ".join(f"{LABELS[n]} PSNR" for n in names) + " |",
         "|---|" + "---|" * len(names),
     ]
     for i, s in enumerate(steps):
@@ -126,7 +128,9 @@ def markdown(res) -> str:
     lines += ["", "| run | final PSNR | final SSIM | median step (s) |", "|---|---|---|---|"]
     for n in names:
         r = runs[n]
-        lines.append(f"| {n} | {r['val_psnr'][-1]:.2f} | {r['val_ssim'][-1]:.3f} | {r['step_seconds_median']:.3f} |")
+        lines.append(f"| {LABELS[n]} | {r['val_psnr'][-1]:.2f} | {r['val_ssim'][-1]:.3f} | {r['step_seconds_median']:.3f} |")
+    lines += ["", "Step times: the peer's are the median of its training steps; ours, the median of 10 of the same "
+              "jitted steps timed alone after training. `benchmarks/training_speed.py` times both alone."]
     for name, value in res.get("checks", {}).items():
         lines.append(f"\n- {name}: {value}")
     return "\n".join(lines)
@@ -140,7 +144,7 @@ def figure(res, path):
 
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for name, r in res["runs"].items():
-        ax.plot(r["val_step"], r["val_psnr"], marker="o", ms=3, label=name)
+        ax.plot(r["val_step"], r["val_psnr"], marker="o", ms=3, label=LABELS[name])
     ax.set_xlabel("training step")
     ax.set_ylabel("validation PSNR (dB)")
     ax.legend()
