@@ -42,18 +42,10 @@ def machine() -> dict:
 
 def median_seconds(fn, *args, repeats: int = 5) -> tuple[float, float]:
     """`(median, first)`: the median wall time of `repeats` calls of `fn(*args)` after a first call
-    (compilation included), whose time is returned apart."""
-    import jax
+    (compilation included), whose time is returned apart (`jaxrecon.train.experiment.timed`)."""
+    from jaxrecon.train.experiment import timed
 
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2], first
+    return timed(fn, *args, repeats=repeats)
 
 
 def peer_python(name: str, requirements: list[list[str]]) -> str:

@@ -68,15 +68,6 @@ _MODEL = {
         "degrad": _DEQ,
         "deprox": _DEQ,
     },
-    "standard": {
-        "unet": dict(channels=32, levels=4),
-        "pgd": dict(num_iterations=10, kernel_size=5),
-        "lista": dict(num_iterations=10, alpha=1.0, wavelet="db2", kernel_size=5),
-        "lgd": dict(num_iterations=10, hidden=32, num_memory=5, init="fbp", last_scale=0.1),
-        "lpd": dict(num_iterations=10, hidden=32, num_primal=5, num_dual=5, init="fbp", last_scale=0.1),
-        "degrad": _DEQ,
-        "deprox": _DEQ,
-    },
     "paper": {
         "unet": dict(channels=64, levels=5),
         "pgd": dict(num_iterations=10, kernel_size=5),
@@ -87,6 +78,8 @@ _MODEL = {
         "deprox": _DEQ,
     },
 }
+
+_MODEL["standard"] = _MODEL["quick"]  # the quick recipe on the paper's data
 
 _TRAIN = {
     "quick": {
