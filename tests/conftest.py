@@ -3,8 +3,14 @@ with explicit float32 inputs."""
 
 import os
 
-import jax
-import pytest
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # Two workers share two cores: one XLA thread each instead of two pools fighting for both.
+    os.environ["XLA_FLAGS"] = " ".join(
+        [os.environ.get("XLA_FLAGS", ""), "--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]
+    ).strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
