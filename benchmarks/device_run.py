@@ -77,8 +77,9 @@ def main(argv=None):
     summary = {"device": device_info(out), "smoke": args.smoke, "stages": {}}
 
     tests = ["tests/operators/test_geometry.py"] if args.smoke else ["tests/operators", "tests/nets"]
-    summary["stages"]["tests"] = _run([py, "-m", "pytest", "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider",
-                                       *tests], out / "tests.txt", 0.25 * left())
+    # One process owns the device: no xdist workers (-n 0).
+    summary["stages"]["tests"] = _run([py, "-m", "pytest", "-q", "-x", "-n", "0", "-m", "not slow",
+                                       "-p", "no:cacheprovider", *tests], out / "tests.txt", 0.25 * left())
 
     sizes = ["32"] if args.smoke else ["256", "512", "1024"]
     summary["stages"]["projector"] = _run(
