@@ -52,12 +52,14 @@ def main(argv=None):
     row = dict(method=f"{name} (this run)", steps=steps_done, of_steps=steps,
                train_seconds=float(history["time"][-1]),
                shepp_logan=[ev_sl["psnr_mean"], ev_sl["ssim_mean"]], test=[ev_test["psnr_mean"], ev_test["ssim_mean"]],
-               validation_step=history["val_step"], validation_psnr=history["val_psnr_mean"])
+               validation_step=history.get("val_step", []), validation_psnr=history.get("val_psnr_mean", []))
     result = dict(machine=machine(), run=str(args.run), reference=str(reference), config=config, row=row,
                   minus_tv={"shepp_logan": row["shepp_logan"][0] - tv["shepp_logan"][0],
                             "test": row["test"][0] - tv["test"][0]},
                   tv_validation_best=max(tv["validation_psnr"]))
 
+    vals = row["validation_psnr"]
+    best_validation = f"{max(vals):.2f} dB" if vals else "none yet"
     stem = f"long_{args.run.name}"
     lines = [f"# Long training run `{args.run.name}`: {name}, preset `{preset}`", "",
              f"`python benchmarks/long_run.py {args.run}`; trained with `jaxrecon train --model {name} "
@@ -71,7 +73,7 @@ def main(argv=None):
                      f"| {r['test'][1]:.3f} | {setting} |")
     lines += ["", f"This run minus TV: {result['minus_tv']['shepp_logan']:+.2f} dB on Shepp-Logan, "
               f"{result['minus_tv']['test']:+.2f} dB on the test ellipses. Best validation PSNR: this run "
-              f"{max(row['validation_psnr']):.2f} dB, TV {result['tv_validation_best']:.2f} dB.", "",
+              f"{best_validation}, TV {result['tv_validation_best']:.2f} dB.", "",
               f"![validation curves]({stem}.png)"]
     write_results(stem, result, "\n".join(lines), args.out)
     _figure(row, ref[name], result["tv_validation_best"], args.out / f"{stem}.png")

@@ -230,6 +230,9 @@ def load_trained(path, dtype=None):
         leaves = _read_meta(_resolve(path))["leaves"]["model"]
         floats = [leaf["dtype"] for leaf in leaves if leaf["dtype"].startswith("float")]
         dtype = floats[0] if floats else None
+    if dtype is not None and jax.numpy.dtype(dtype).itemsize == 8 and not jax.config.jax_enable_x64:
+        raise ValueError(f"checkpoint {str(path)!r} holds {jax.numpy.dtype(dtype)} weights, which load only "
+                         "after jax.config.update('jax_enable_x64', True)")
     data = build_data(config, dtype)
     skeleton = build_model(config, data.operator, dtype=dtype)  # a template for the stored leaves
     model, _, _, _, _ = load_checkpoint(path, model_like=skeleton)
