@@ -65,7 +65,8 @@ def main(argv=None):
              f"`python benchmarks/long_run.py {args.run}`; trained with `jaxrecon train --model {name} "
              f"--preset {preset} --steps {steps}` (resumed across invocations), "
              f"{steps_done} of {steps} steps done, {row['train_seconds'] / 60:.0f} min of training.", "",
-             "| method | Shepp-Logan PSNR (dB) | SSIM | test ellipses PSNR | SSIM | setting |", "|---|---|---|---|---|---|"]
+             "| method | Shepp-Logan PSNR (dB) | SSIM | test ellipses PSNR | SSIM | setting |",
+             "|---|---|---|---|---|---|"]
     for r, label, setting in ((tv, "TV (PDHG)", tv["parameter"]),
                               (ref[name], f"{name} (comparison row)", ref[name]["parameter"]),
                               (row, row["method"], f"{steps_done} steps x batch {config['train']['batch_size']}")):
