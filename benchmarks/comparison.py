@@ -12,6 +12,7 @@ the learned methods validate on); the learned methods train for the preset's fix
 steps. An "oracle" TV row (weight tuned on Shepp-Logan itself) is reported for reference only.
 
     python benchmarks/comparison.py --preset quick      # 64 x 64, 2 CPU cores, < 45 minutes
+    python benchmarks/comparison.py --preset quick15    # the same with 15 views (the paper's ratio)
     python benchmarks/comparison.py --preset standard   # 128 x 128, the paper's data, < 2 h per model on 2 cores
     python benchmarks/comparison.py --preset paper      # 128 x 128, the paper's setting, for a GPU
 
@@ -57,7 +58,21 @@ LABELS = {
     "deprox": "DE-Prox (deep equilibrium)",
 }
 DEQ_MODELS = ("degrad", "deprox")
-TV_ITERATIONS = {"quick": 500, "standard": 1000, "paper": 1000}
+TV_ITERATIONS = {"quick": 500, "quick15": 500, "standard": 1000, "paper": 1000}
+
+
+def parse_steps(text: str) -> dict:
+    """`"300"` -> `{"*": 300}`; `"lpd=12000,lgd=6000"` -> `{"lpd": 12000, "lgd": 6000}`."""
+    try:
+        if "=" not in text:
+            return {"*": int(text)}
+        pairs = dict(item.split("=") for item in text.split(","))
+        out = {k.strip(): int(v) for k, v in pairs.items()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or model=N,... (e.g. lpd=12000), got {text!r}") from None
+    if set(out) - set(MODELS) or min(out.values()) < 1:
+        raise argparse.ArgumentTypeError(f"expected models from {MODELS} with positive steps, got {text!r}")
+    return out
 
 
 def num_params(model) -> int:
@@ -170,13 +185,15 @@ def profile_step(model_name, model, op, batch, config):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", choices=("quick", "standard", "paper"), default="quick")
+    ap.add_argument("--preset", choices=tuple(TV_ITERATIONS), default="quick")
     ap.add_argument("--models", default=",".join(MODELS), help=f"learned models to train, from {MODELS}")
     ap.add_argument("--runs", default=None, help="checkpoint folder (default benchmarks/runs/<preset>)")
     ap.add_argument("--fresh", action="store_true", help="delete earlier checkpoints of these runs first")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--export-lpd", default=None, help="copy the trained LPD checkpoint to this folder")
-    ap.add_argument("--steps", type=int, default=None, help="override every model's training steps (smoke runs)")
+    ap.add_argument("--steps", type=parse_steps, default={},
+                    help="training steps instead of the preset's: N for every model (smoke runs) or "
+                         "model=N,... for some (longer runs, e.g. lpd=12000,lgd=6000)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     start = time.perf_counter()
@@ -205,8 +222,9 @@ def main(argv=None):
     profiles = {}
     for name in models:
         config = experiment_config(name, preset)
-        if args.steps is not None:
-            config["train"].update(steps=args.steps, validate_every=max(1, args.steps))
+        steps = args.steps.get(name, args.steps.get("*"))
+        if steps is not None:
+            config["train"].update(steps=steps, validate_every=min(config["train"]["validate_every"], steps))
         directory = runs / name
         if args.fresh and directory.exists():
             shutil.rmtree(directory)
@@ -246,7 +264,7 @@ def main(argv=None):
                 device_kind=jax.devices()[0].device_kind, platform=platform.platform(),
                 cpu_count=os.cpu_count(), jax=jax.__version__, total_seconds=total,
                 date=time.strftime("%Y-%m-%d %H:%M:%S"), tv_iterations=TV_ITERATIONS[preset],
-                steps_override=args.steps)
+                steps_override=args.steps or None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"comparison_{preset}"
@@ -271,12 +289,19 @@ def _fmt(v, digits=2):
     return "" if v is None else f"{v:.{digits}f}"
 
 
+def _steps_arg(meta):
+    steps = meta.get("steps_override") or {}
+    if not steps:
+        return ""
+    return f" --steps {steps['*']}" if "*" in steps else " --steps " + ",".join(f"{k}={v}" for k, v in steps.items())
+
+
 def markdown(meta, rows, path):
     d = meta["data"]
     lines = [
         f"# Learned vs classical reconstruction: preset `{meta['preset']}`",
         "",
-        f"`python benchmarks/comparison.py --preset {meta['preset']}` on {meta['device_kind']} "
+        f"`python benchmarks/comparison.py --preset {meta['preset']}{_steps_arg(meta)}` on {meta['device_kind']} "
         f"({meta['cpu_count']} CPU cores visible), jax {meta['jax']}, {meta['date']}; whole run "
         f"{meta['total_seconds'] / 60:.1f} min.",
         "",

@@ -34,7 +34,7 @@ _METHODS = ("fbp", "tv", "lpd")
 _TV_ALPHA_64 = 1.26
 _TV_ITERATIONS = 500
 _MODELS = ("unet", "pgd", "lista", "lgd", "lpd", "degrad", "deprox")  # mirrors jaxrecon.train.experiment.MODELS (checked in tests)
-_PRESETS = ("quick", "standard", "paper")
+_PRESETS = ("quick", "quick15", "standard", "paper")
 
 # The FBP filters (mirrors jaxrecon.operators.fbp.FBP_FILTERS; kept literal so --help needs no JAX import,
 # and checked against it in tests/test_cli.py).

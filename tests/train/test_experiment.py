@@ -33,6 +33,9 @@ def test_config_is_json_and_overrides_nest():
     standard = experiment_config("lpd", "standard")
     assert standard["data"] == paper["data"]  # the paper's data setting, with the CPU-sized recipe
     assert standard["model_options"] == experiment_config("lpd", "quick")["model_options"]
+    quick, quick15 = experiment_config("lpd", "quick"), experiment_config("lpd", "quick15")
+    assert quick15["data"] == dict(quick["data"], num_angles=15)  # only the number of views differs
+    assert (quick15["model_options"], quick15["train"]) == (quick["model_options"], quick["train"])
 
 
 @pytest.mark.parametrize(
