@@ -39,31 +39,62 @@ def _data_range(ref, data_range, dtype):
     data_range = jnp.asarray(data_range)
     if data_range.ndim != 0:
         raise ValueError(f"data_range must be a scalar, got an array of shape {data_range.shape}")
+    if not isinstance(data_range, jax.core.Tracer) and not float(data_range) > 0:
+        raise ValueError(f"data_range must be positive (the peak value L), got {float(data_range)}")
     return data_range.astype(dtype)
 
 
-def psnr(x: Real[ArrayLike, "*shape"], ref: Real[ArrayLike, "*shape"], data_range=None) -> Float[Array, ""]:
+def _skimage_names(name, x, ref, image_true, image_test):
+    """Resolve scikit-image's keywords (`image_true=ref`, `image_test=x`) against ours (`x`, `ref`)."""
+    if image_true is None and image_test is None:
+        if x is None or ref is None:
+            raise TypeError(f"{name} expects two images: {name}(x, ref) or {name}(image_true=ref, image_test=x)")
+        return x, ref
+    if x is not None or ref is not None or image_true is None or image_test is None:
+        raise TypeError(
+            f"{name}: pass either (x, ref) in jaxrecon's order or both of scikit-image's keywords "
+            "image_true= (the reference) and image_test= (the image scored), not a mix"
+        )
+    return image_test, image_true
+
+
+def psnr(
+    x: Real[ArrayLike, "*shape"] | None = None,
+    ref: Real[ArrayLike, "*shape"] | None = None,
+    data_range=None,
+    *,
+    image_true: Real[ArrayLike, "*shape"] | None = None,
+    image_test: Real[ArrayLike, "*shape"] | None = None,
+) -> Float[Array, ""]:
     r"""Peak signal-to-noise ratio in dB, $10\log_{10}\big(L^2 / \tfrac{1}{N}\|x - \mathrm{ref}\|_2^2\big)$.
+
+    The image scored comes first, the reference second (`psnr(x, ref)`); scikit-image's order is
+    the reverse, `peak_signal_noise_ratio(image_true, image_test)`, so its keyword names are
+    accepted too: `psnr(image_true=ref, image_test=x)` is `psnr(x, ref)`.
 
     Args:
         x: the test image, any shape (one sample).
         ref: the reference image, same shape as `x`.
-        data_range: the peak value $L$. If None, $L = \max(\mathrm{ref}) - \min(\mathrm{ref})$.
+        data_range: the peak value $L > 0$. If None, $L = \max(\mathrm{ref}) - \min(\mathrm{ref})$.
             (scikit-image instead guesses $L$ from the dtype, i.e. 1 or 2 for floats; pass
             `data_range` explicitly to compare with it.)
+        image_true, image_test: scikit-image's names for `ref` and `x` (keywords only, both or none).
 
     Returns:
-        A scalar in the inputs' float dtype; `inf` when `x == ref`. Equals
+        A scalar in the inputs' float dtype; `inf` when `x == ref` (constant images included);
+        `-inf` when `ref` is constant, `data_range` is None and `x != ref` (a zero peak). Equals
         `skimage.metrics.peak_signal_noise_ratio(ref, x, data_range=L)`.
 
     Example:
         >>> ref = jnp.linspace(0.0, 1.0, 64).reshape(8, 8)
         >>> psnr(ref + 0.01, ref)  # 40 dB
+        >>> psnr(image_true=ref, image_test=ref + 0.01)  # the same, in scikit-image's words
     """
+    x, ref = _skimage_names("psnr", x, ref, image_true, image_test)
     x, ref = _real_pair(x, ref, "psnr")
     L = _data_range(ref, data_range, x.dtype)
     mse = jnp.mean((x - ref) ** 2)
-    return 10 * jnp.log10(L**2 / mse)
+    return jnp.where(mse == 0, jnp.inf, 10 * jnp.log10(L**2 / jnp.where(mse == 0, 1, mse)))
 
 
 def _gaussian_window(sigma: float, truncate: float, dtype) -> Array:
@@ -83,13 +114,15 @@ def _valid_filter(images: Array, w: Array) -> Array:
 
 
 def ssim(
-    x: Real[ArrayLike, "H W"],
-    ref: Real[ArrayLike, "H W"],
+    x: Real[ArrayLike, "H W"] | None = None,
+    ref: Real[ArrayLike, "H W"] | None = None,
     data_range=None,
     *,
     sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
+    image_true: Real[ArrayLike, "H W"] | None = None,
+    image_test: Real[ArrayLike, "H W"] | None = None,
 ) -> Float[Array, ""]:
     r"""Mean structural similarity (Wang et al. 2004) of a 2D image `x` against `ref`.
 
@@ -113,15 +146,20 @@ def ssim(
         data_range: $L$. If None, $L = \max(\mathrm{ref}) - \min(\mathrm{ref})$ (skimage
             requires it for float images).
         sigma, k1, k2: the window width and the stabilising constants (static Python floats).
+        image_true, image_test: scikit-image's names for `ref` and `x` (keywords only, both or none;
+            scikit-image's positional order is `(image_true, image_test)`, the reverse of ours).
 
     Returns:
-        A scalar in the inputs' float dtype, 1 for `x == ref`.
+        A scalar in the inputs' float dtype, 1 for `x == ref`. With a zero peak ($L = 0$: a
+        constant `ref` and `data_range=None`) a window where both the numerator and the denominator
+        of a factor vanish counts that factor as 1 (equal constant windows score 1, not NaN).
 
     Example:
         >>> ref = jnp.outer(jnp.hanning(32), jnp.hanning(32))
         >>> ssim(ref, ref)  # 1.0 (up to rounding)
         >>> jax.grad(lambda x: 1 - ssim(x, ref, data_range=1.0))(ref + 0.1).shape  # (32, 32)
     """
+    x, ref = _skimage_names("ssim", x, ref, image_true, image_test)
     x, ref = _real_pair(x, ref, "ssim")
     if x.ndim != 2:
         raise ValueError(f"ssim expects 2D images of shape (H, W), got shape {tuple(x.shape)}")
@@ -144,8 +182,20 @@ def _ssim(x, ref, L, w, k1, k2):
     c1, c2 = (k1 * L) ** 2, (k2 * L) ** 2
     mx, mr, mxx, mrr, mxr = _valid_filter(jnp.stack([x, ref, x * x, ref * ref, x * ref]), w)
     vx, vr, vxr = mxx - mx * mx, mrr - mr * mr, mxr - mx * mr
-    s = ((2 * mx * mr + c1) * (2 * vxr + c2)) / ((mx**2 + mr**2 + c1) * (vx + vr + c2))
+    # A zero peak means a constant ref: its variance and covariance are exactly 0 (not rounding
+    # noise), and x's variance below rounding level is 0 too, so equal constant windows score 1.
+    flat = L == 0
+    tiny = 64 * jnp.finfo(x.dtype).eps * mxx
+    vr, vxr = jnp.where(flat, 0, vr), jnp.where(flat, 0, vxr)
+    vx = jnp.where(flat & (vx <= tiny), 0, vx)
+    s = _ratio(2 * mx * mr + c1, mx**2 + mr**2 + c1) * _ratio(2 * vxr + c2, vx + vr + c2)
     return jnp.mean(s)
+
+
+def _ratio(num, den):
+    """`num / den`, and 1 where both vanish (only possible with a zero peak, `c1 = c2 = 0`)."""
+    zero = (den == 0) & (num == 0)
+    return jnp.where(zero, 1, num / jnp.where(zero, 1, den))
 
 
 def relative_error(x: Inexact[ArrayLike, "*shape"], ref: Inexact[ArrayLike, "*shape"]) -> Float[Array, ""]:

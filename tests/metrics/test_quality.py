@@ -151,3 +151,34 @@ def test_errors():
         relative_error(jnp.ones(3), jnp.ones(4))
     with pytest.raises(ValueError, match=r"shape \(4,\) \(the shape of op\(x\)\), got \(3,\)"):
         residual(MatrixOperator(jnp.ones((4, 2))), jnp.ones(2), jnp.ones(3))
+
+
+def test_skimage_keywords_mean_the_same_as_ours():
+    _, x, ref = _pairs()[1]
+    x, ref = jnp.asarray(x), jnp.asarray(ref)
+    assert float(psnr(image_true=ref, image_test=x, data_range=2.0)) == float(psnr(x, ref, 2.0))
+    assert float(psnr(image_true=ref, image_test=x)) == pytest.approx(
+        peak_signal_noise_ratio(image_true=np.asarray(ref), image_test=np.asarray(x), data_range=float(ref.max() - ref.min())),
+        abs=1e-10,
+    )
+    assert float(ssim(image_true=ref, image_test=x, data_range=2.0)) == float(ssim(x, ref, 2.0))
+    for f in (psnr, ssim):
+        with pytest.raises(TypeError, match="image_true"):
+            f(x, image_true=ref, image_test=x)  # a mix of the two conventions
+        with pytest.raises(TypeError, match="image_true"):
+            f(image_test=x)
+
+
+def test_constant_images_and_bad_data_range():
+    c = jnp.full((16, 16), 0.3)
+    assert float(psnr(c, c)) == np.inf and float(ssim(c, c)) == 1.0  # not NaN
+    assert float(psnr(c + 0.1, c)) == -np.inf  # a zero peak (data_range from a constant ref)
+    assert float(psnr(c + 0.1, c, data_range=1.0)) == pytest.approx(20.0)
+    assert np.isfinite(float(ssim(c + 0.1, c)))
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="data_range must be positive"):
+            psnr(c, c + 0.1, data_range=bad)
+        with pytest.raises(ValueError, match="data_range must be positive"):
+            ssim(c, c + 0.1, data_range=bad)
+    g = jax.grad(lambda x: psnr(x, c + 0.1, data_range=1.0))(c)  # the inf branch does not poison gradients
+    assert bool(jnp.all(jnp.isfinite(g)))
