@@ -40,7 +40,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._exact import madd
-from .geometry import _check_shape, _is_concrete
+from .geometry import _check_angles, _check_shape, _is_concrete
 
 __all__ = ["FanBeamGeometry", "FanBeamVecGeometry"]
 
@@ -201,14 +201,7 @@ class FanBeamGeometry(eqx.Module):
         shape = _check_shape(shape)
         if detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
-        angles = _float_array(angles, "angles")
-        if angles.ndim != 1 or angles.shape[0] == 0:
-            raise ValueError(
-                f"angles must be a non-empty 1-D array (num_angles,), got shape {angles.shape}; "
-                "to batch geometries, vmap the constructor"
-            )
-        if _is_concrete(angles) and not np.all(np.isfinite(np.asarray(angles))):
-            raise ValueError("angles must be finite, got non-finite values")
+        angles = _check_angles(angles)
         dtype = angles.dtype
         source_origin = jnp.asarray(source_origin, dtype)
         origin_detector = jnp.asarray(origin_detector, dtype)

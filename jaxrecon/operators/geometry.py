@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import equinox as eqx
 import jax
@@ -15,6 +16,41 @@ __all__ = ["ParallelBeamGeometry"]
 
 def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
+
+
+def _check_angles(angles, dtype=None) -> Array:
+    """Angles as a non-empty 1-D float array (radians); a warning when they look like degrees."""
+    if isinstance(angles, (str, bytes)) or (
+        hasattr(angles, "dtype") and not jnp.issubdtype(angles.dtype, jnp.number)
+    ):
+        raise TypeError(f"angles must be a 1-D array of numbers (radians), got {type(angles).__name__} {angles!r:.60}")
+    try:
+        angles = jnp.asarray(angles) if dtype is None else jnp.asarray(angles, dtype)
+    except TypeError as e:
+        raise TypeError(f"angles must be a 1-D array of numbers (radians), got {type(angles).__name__}: {e}") from None
+    if jnp.iscomplexobj(angles):
+        raise TypeError(f"angles must be real, got dtype {angles.dtype}")
+    if not jnp.issubdtype(angles.dtype, jnp.floating):
+        angles = angles.astype(jnp.result_type(float))
+    if angles.ndim != 1 or angles.shape[0] == 0:
+        raise ValueError(
+            f"angles must be a non-empty 1-D array (num_angles,), got shape {angles.shape}; "
+            "to batch geometries, vmap the constructor"
+        )
+    if _is_concrete(angles):  # NumPy: no tracer under jit
+        a = np.asarray(angles)
+        if not np.all(np.isfinite(a)):
+            raise ValueError("angles must be finite, got non-finite values")
+        span = float(np.max(np.abs(a)))
+        if span > 2 * np.pi + 1e-3:
+            warnings.warn(
+                f"angles are in radians, but the largest |angle| is {span:.4g} (more than one turn, "
+                f"{2 * np.pi:.4f}): they look like degrees; pass np.deg2rad(angles). (Several turns in "
+                "radians are fine: silence this with warnings.filterwarnings.)",
+                UserWarning,
+                stacklevel=3,
+            )
+    return angles
 
 
 class ParallelBeamGeometry(eqx.Module):
@@ -64,16 +100,7 @@ class ParallelBeamGeometry(eqx.Module):
             raise TypeError(f"num_detectors must be an int, got {num_detectors!r}")
         if num_detectors <= 0:
             raise ValueError(f"num_detectors must be positive, got {num_detectors}")
-        angles = jnp.asarray(angles)
-        if not jnp.issubdtype(angles.dtype, jnp.floating):
-            angles = angles.astype(jnp.result_type(float))
-        if angles.ndim != 1 or angles.shape[0] == 0:
-            raise ValueError(
-                f"angles must be a non-empty 1-D array (num_angles,), got shape {angles.shape}; "
-                "to batch geometries, vmap the constructor"
-            )
-        if _is_concrete(angles) and not np.all(np.isfinite(np.asarray(angles))):  # NumPy: no tracer under jit
-            raise ValueError("angles must be finite, got non-finite values")
+        angles = _check_angles(angles)
         detector_spacing = jnp.asarray(detector_spacing, dtype=angles.dtype)
         detector_offset = jnp.asarray(detector_offset, dtype=angles.dtype)
         if detector_spacing.ndim != 0 or detector_offset.ndim != 0:

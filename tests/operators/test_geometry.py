@@ -1,3 +1,5 @@
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +34,9 @@ def test_vmapped_construction_batches_angles():
         (dict(shape=(8, 8), angles=jnp.zeros((2, 3))), ValueError, r"1-D array .* got shape \(2, 3\)"),
         (dict(shape=(8, 8), angles=jnp.zeros(0)), ValueError, "non-empty"),
         (dict(shape=(8, 8), angles=jnp.array([0.0, jnp.nan])), ValueError, "finite"),
+        (dict(shape=(8, 8), angles="0 1 2"), TypeError, "angles must be a 1-D array of numbers"),
+        (dict(shape=(8, 8), angles=np.array(["0", "1"])), TypeError, "angles must be a 1-D array of numbers"),
+        (dict(shape=(8, 8), angles=jnp.zeros(3, jnp.complex64)), TypeError, "angles must be real"),
         (dict(shape=(8, 8), angles=jnp.zeros(3), num_detectors=0), ValueError, "num_detectors must be positive"),
         (dict(shape=(8, 8), angles=jnp.zeros(3), num_detectors=3.5), TypeError, "num_detectors must be an int"),
         (dict(shape=(8, 8), angles=jnp.zeros(3), detector_spacing=-1.0), ValueError, "detector_spacing must be positive"),
@@ -41,6 +46,15 @@ def test_vmapped_construction_batches_angles():
 def test_bad_input(kwargs, error, message):
     with pytest.raises(error, match=message):
         ParallelBeamGeometry(**kwargs)
+
+
+def test_angles_that_look_like_degrees_warn():
+    with pytest.warns(UserWarning, match="look like degrees"):
+        ParallelBeamGeometry((8, 8), np.arange(0.0, 180.0, 6.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ParallelBeamGeometry((8, 8), np.linspace(0, 2 * np.pi, 30))  # one full turn in radians: no warning
+        ParallelBeamGeometry((8, 8), -np.linspace(0, np.pi, 30))
 
 
 def test_uniform_rejects_bad_counts():
