@@ -353,7 +353,7 @@ def _add_train(subparsers) -> None:
             "Train a learned reconstruction on random-ellipse CT data generated on the fly (deterministic "
             "given --seed), validating on held-out ellipses; checkpoints (weights + JSON config) go to "
             "--output and an interrupted run resumes from there (also after --minutes, Ctrl-C or SIGTERM). "
-            "Presets: quick (64x64, minutes on a CPU), standard (128x128, Adler & Öktem's data, < 2 h per model "
+            "Presets: quick (64x64, 30 views, minutes on a CPU), quick15 (the same with 15 views), standard (128x128, Adler & Öktem's data, < 2 h per model "
             "on 2 CPU cores), paper (128x128, the paper's models and schedule, for a GPU)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -387,6 +387,11 @@ def _run_train(args: argparse.Namespace) -> int:
     def terminate(signum, frame):  # SIGTERM (a scheduler stopping the job) ends like Ctrl-C: checkpoint, then exit
         raise KeyboardInterrupt
 
+    done = _finished_run(output, config)
+    if done is not None:
+        print(f"already trained: {done}; nothing to do (evaluate it with `jaxrecon evaluate {output}`, "
+              "or pass --steps N for more steps)")
+        return 0
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         result = train(config, output, progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
@@ -409,6 +414,24 @@ def _run_train(args: argparse.Namespace) -> int:
     print(f"trained {args.model} ({args.preset}) for {total} steps: final loss "
           f"{h['loss'][-1]:.3g}, validation PSNR {val[-1]:.2f} dB; checkpoint in {output}")
     return 0
+
+
+def _finished_run(output: Path, config: dict) -> str | None:
+    """A one-line summary if `output`'s newest checkpoint already holds every step of `config`."""
+    from jaxrecon.train.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(output) if output.is_dir() else None
+    if ckpt is None:
+        return None
+    try:
+        saved = json.loads((ckpt / "config.json").read_text())
+    except (OSError, ValueError):
+        return None  # a broken checkpoint: let training's loader report it
+    if saved.get("config") != json.loads(json.dumps(config)) or saved.get("step", -1) < config["train"]["steps"]:
+        return None
+    val = (saved.get("history") or {}).get("val_psnr_mean") or []
+    last = f", validation PSNR {val[-1]:.2f} dB" if val else ""
+    return f"{ckpt} holds all {config['train']['steps']} steps{last}"
 
 
 def _add_evaluate(subparsers) -> None:

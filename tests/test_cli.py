@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -125,6 +126,9 @@ def test_train_then_evaluate_round_trip(tmp_path, capsys):
     assert main(["train", "--model", "pgd", "--steps", "2", "--output", str(out), "--no-progress"]) == 0
     assert "trained pgd (quick) for 2 steps" in capsys.readouterr().out
     assert (out / "latest").exists()
+    t0 = time.perf_counter()  # a finished run answers at once (no data, no compilation)
+    assert main(["train", "--model", "pgd", "--steps", "2", "--output", str(out), "--no-progress"]) == 0
+    assert "already trained" in capsys.readouterr().out and time.perf_counter() - t0 < 5
     js = tmp_path / "metrics.json"
     assert main(["evaluate", str(out), "--samples", "2", "--json", str(js)]) == 0
     printed = capsys.readouterr().out

@@ -294,7 +294,9 @@ def fit(
         return out
 
     def validate(done):
+        bar.set_description_str("validating", refresh=True)  # the first validation also compiles
         metrics = validate_fn(model)
+        bar.set_description_str("training", refresh=False)
         if not isinstance(metrics, dict):
             raise TypeError(f"validate_fn must return a dict of floats, got {type(metrics).__name__}")
         metrics = {name: float(value) for name, value in metrics.items()}  # all computed before any is recorded
@@ -316,10 +318,15 @@ def fit(
                 if mesh is not None:
                     batch = shard_batch(batch, mesh)
                 if not compiled:  # trace and compile once, timed on its own (the calls below reuse it)
+                    bar.set_description_str("compiling the training step", refresh=True)
                     tc = time.perf_counter()
                     _train_step.lower(model, opt_state, batch, loss_fn, optimizer, replicated).compile()
                     history["compile_seconds"].append(time.perf_counter() - tc)
                     compiled = True
+                    bar.unpause()  # the rate and the time left count training steps, not compilation
+                    bar.set_description_str("training", refresh=False)
+                    if progress and is_main:
+                        bar.write(f"compiled the training step in {history['compile_seconds'][-1]:.1f} s")
                 model, opt_state, loss = _train_step(model, opt_state, batch, loss_fn, optimizer, replicated)
                 completed = done = k + 1
                 if pending is not None:
