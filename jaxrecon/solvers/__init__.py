@@ -2,7 +2,7 @@
 
 from .banach import banach_landweber, duality_map
 from .ista import fista, ista
-from .iterate import Solution, any_of, iterate
+from .iterate import RESULTS, Solution, any_of, iterate, solution
 from .kaczmarz import kaczmarz, sart
 from .landweber import landweber
 from .proximal import (
@@ -20,6 +20,7 @@ from .tv import total_variation, tv_denoise, tv_pdhg
 from .wavelets import WAVELETS, WaveletTransform, max_level, wavedec2, wavelet_filters, waverec2
 
 __all__ = [
+    "RESULTS",
     "FiniteDifference",
     "SVD",
     "Solution",
@@ -49,6 +50,7 @@ __all__ = [
     "sart",
     "sgd",
     "soft_threshold",
+    "solution",
     "svd_filter",
     "tikhonov",
     "total_variation",

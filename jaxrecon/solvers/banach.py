@@ -10,7 +10,7 @@ import numpy as np
 from jaxtyping import Array
 
 from ..operators.linear_operator import LinearOperator, operator_norm
-from .iterate import Solution, any_of, check_max_iter, check_non_negative, iterate
+from .iterate import Solution, any_of, check_max_iter, check_non_negative, iterate, solution
 
 __all__ = ["banach_landweber", "duality_map"]
 
@@ -193,4 +193,4 @@ def banach_landweber(
 
     state0 = _State(to_dual(x), x, x, op.mv(x) - y, jnp.asarray(0))
     state, it, stopped, records = iterate(update, state0, max_iter, stop=stop, record=record if history else None)
-    return Solution(state.x, it, stopped, jnp.linalg.norm(state.residual), records)
+    return solution(state.x, it, stopped, jnp.linalg.norm(state.residual), records, ruled=stop is not None, data=y)

@@ -10,7 +10,7 @@ import numpy as np
 from jaxtyping import Array
 
 from ..operators.linear_operator import LinearOperator, operator_norm
-from .iterate import Solution, check_max_iter, check_non_negative, iterate
+from .iterate import Solution, check_max_iter, check_non_negative, iterate, solution
 from .proximal import _elastic_net
 from .wavelets import WaveletTransform
 
@@ -259,4 +259,4 @@ def _proximal_gradient(
     dual0 = jnp.zeros(in_shape, dtype) if inner else jnp.zeros((), dtype)
     state0 = _State(x, x, r0, x, r0, jnp.ones((), real), dual0, jnp.asarray(0))
     state, it, stopped, records = iterate(update, state0, max_iter, stop=stop, record=record if history else None)
-    return Solution(state.x, it, stopped, jnp.linalg.norm(state.residual), records)
+    return solution(state.x, it, stopped, jnp.linalg.norm(state.residual), records, ruled=stop is not None, data=y)

@@ -12,6 +12,19 @@ from jaxtyping import Array
 __all__ = ["Solution", "any_of", "iterate", "check_max_iter", "check_non_negative"]
 
 
+RESULTS = ("converged", "max_iterations", "fixed_iterations", "nonfinite", "diverged")
+"""The names of `Solution.result`'s codes, by code: `RESULTS[int(solution.result)]`.
+
+- `converged` (0): the stopping rule was met (`tol`, the discrepancy principle, ...).
+- `max_iterations` (1): a stopping rule was given and not met within `max_iter`.
+- `fixed_iterations` (2): no stopping rule was given; exactly `max_iter` steps ran.
+- `nonfinite` (3): the reconstruction or its residual holds NaN or inf (non-finite data,
+  or an iteration that overflowed). Takes precedence over every other code.
+- `diverged` (4): finite, but the residual ended more than 10x the norm of the data, i.e. 10x
+  worse than the zero image (a step size above the stability limit, for example).
+"""
+
+
 class Solution(NamedTuple):
     """What an iterative solver returns (a pytree: it can be vmapped and jitted).
 
@@ -24,6 +37,9 @@ class Solution(NamedTuple):
         history: dict of per-iteration arrays of length `max_iter` (e.g. ``"objective"``,
             ``"residual"``, ``"error"`` against a reference), or None. Entries after the stop repeat the
             final value.
+        result: int32 scalar, a code of `RESULTS` (`solution.status` names it): how the solve
+            ended, including the failures (`nonfinite`, `diverged`) that `converged=False` alone
+            does not tell apart from running out of iterations.
     """
 
     x: Array
@@ -31,6 +47,29 @@ class Solution(NamedTuple):
     converged: Array
     residual_norm: Array
     history: dict | None = None
+    result: Array | None = None
+
+    @property
+    def status(self):
+        """`RESULTS[result]`: a name, or a nested list of names for a vmapped batch of solutions."""
+        if self.result is None:
+            return None
+        codes = np.asarray(self.result)
+        return RESULTS[int(codes)] if codes.ndim == 0 else np.vectorize(RESULTS.__getitem__)(codes).tolist()
+
+
+def solution(x, iterations, stopped, residual_norm, history=None, *, ruled: bool, data) -> Solution:
+    """A `Solution` with its `result` code (see `RESULTS`).
+
+    Args:
+        ruled: whether a stopping rule was given (else the run had a fixed number of steps).
+        data: the data `y` the residual is measured against (its norm sets the divergence scale).
+    """
+    finite = jnp.all(jnp.isfinite(x)) & jnp.isfinite(residual_norm)
+    code = jnp.where(stopped, 0, 1 if ruled else 2)
+    code = jnp.where(residual_norm > 10 * jnp.linalg.norm(jnp.ravel(data)), 4, code)
+    code = jnp.where(finite, code, 3).astype(jnp.int32)
+    return Solution(x, iterations, stopped, residual_norm, history, code)
 
 
 def check_max_iter(max_iter) -> int:

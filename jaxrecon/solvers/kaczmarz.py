@@ -11,7 +11,7 @@ from jaxtyping import Array, ArrayLike
 
 from ..operators.matrix import MatrixOperator
 from ..operators.radon import RadonTransform, backproject, radon
-from .iterate import Solution, any_of, iterate
+from .iterate import Solution, any_of, iterate, solution
 from .tikhonov import _scalar
 
 __all__ = ["kaczmarz", "sart"]
@@ -48,7 +48,7 @@ def _check_key(key, name, why):
     return key
 
 
-def _run(sweep, x, key, residual_of, max_iter, *, delta, tau, tol, reference, history):
+def _run(sweep, x, key, residual_of, max_iter, *, data, delta, tau, tol, reference, history):
     """Drive `sweep(x, key) -> (x, key)` with the shared stopping rules and records."""
     need_res = delta is not None or history
     inf = jnp.asarray(jnp.inf, jnp.real(x).dtype)
@@ -72,7 +72,7 @@ def _run(sweep, x, key, residual_of, max_iter, *, delta, tau, tol, reference, hi
 
     init = _State(x, key, inf, residual_of(x) if need_res else inf)
     state, it, stopped, records = iterate(update, init, max_iter, stop=stop, record=record if history else None)
-    return Solution(state.x, it, stopped, residual_of(state.x), records)
+    return solution(state.x, it, stopped, residual_of(state.x), records, ruled=stop is not None, data=data)
 
 
 def kaczmarz(
@@ -159,7 +159,7 @@ def kaczmarz(
 
     return _run(
         sweep, x, key, lambda x: jnp.linalg.norm(a @ x - y), max_iter,
-        delta=delta, tau=tau, tol=tol, reference=reference, history=history,
+        data=y, delta=delta, tau=tau, tol=tol, reference=reference, history=history,
     )
 
 
@@ -270,5 +270,5 @@ def sart(
         x = jnp.maximum(x, 0)
     return _run(
         sweep, x, key, lambda x: jnp.linalg.norm(op.mv(x) - y), max_iter,
-        delta=delta, tau=tau, tol=tol, reference=reference, history=history,
+        data=y, delta=delta, tau=tau, tol=tol, reference=reference, history=history,
     )

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ..operators.linear_operator import LinearOperator, operator_norm
-from .iterate import Solution, any_of, check_non_negative, iterate
+from .iterate import Solution, any_of, check_non_negative, iterate, solution
 
 __all__ = ["landweber"]
 
@@ -85,4 +85,4 @@ def landweber(
     state, it, stopped, records = iterate(
         update, _State(x, op.mv(x) - y), max_iter, stop=stop, record=record if history else None
     )
-    return Solution(state.x, it, stopped, jnp.linalg.norm(state.residual), records)
+    return solution(state.x, it, stopped, jnp.linalg.norm(state.residual), records, ruled=stop is not None, data=y)

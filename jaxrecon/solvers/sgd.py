@@ -11,7 +11,7 @@ from jaxtyping import Array, ArrayLike
 
 from ..operators.matrix import MatrixOperator
 from ..operators.radon import RadonTransform, backproject, radon
-from .iterate import Solution, any_of, iterate
+from .iterate import Solution, any_of, iterate, solution
 from .kaczmarz import _check_common
 from .tikhonov import _operator_norm, _scalar
 
@@ -172,4 +172,4 @@ def sgd(
     inf = jnp.asarray(jnp.inf, jnp.real(x).dtype)
     init = _State(x, key, jnp.asarray(0), inf, residual_of(x) if need_res else inf)
     state, it, stopped, records = iterate(update, init, max_iter, stop=stop, record=record if history else None)
-    return Solution(state.x, it, stopped, residual_of(state.x), records)
+    return solution(state.x, it, stopped, residual_of(state.x), records, ruled=stop is not None, data=y)

@@ -27,7 +27,7 @@ from jaxtyping import Array, ArrayLike
 
 from ..operators.linear_operator import LinearOperator, operator_norm
 from ..operators.matrix import MatrixOperator
-from .iterate import Solution, iterate
+from .iterate import Solution, iterate, solution
 
 __all__ = ["as_matrix", "SVD", "decompose", "svd_filter", "tsvd", "tikhonov", "cgls", "nonnegative_tikhonov"]
 
@@ -369,7 +369,7 @@ def cgls(
     state, it, stopped, records = iterate(
         update, _CGLSState(x, r, s, s, gamma), max_iter, stop=stop, record=record if history else None
     )
-    return Solution(state.x, it, stopped, jnp.linalg.norm(op.mv(state.x) - y), records)
+    return solution(state.x, it, stopped, jnp.linalg.norm(op.mv(state.x) - y), records, ruled=stop is not None, data=y)
 
 
 class _PGState(NamedTuple):
@@ -435,4 +435,4 @@ def nonnegative_tikhonov(
     state, it, stopped, records = iterate(
         update, _PGState(x, jnp.asarray(jnp.inf, x.dtype)), max_iter, stop=stop, record=record if history else None
     )
-    return Solution(state.x, it, stopped, jnp.linalg.norm(op.mv(state.x) - y), records)
+    return solution(state.x, it, stopped, jnp.linalg.norm(op.mv(state.x) - y), records, ruled=stop is not None, data=y)

@@ -11,7 +11,7 @@ from jaxtyping import Array
 
 from ..operators.linear_operator import IdentityOperator, LinearOperator, operator_norm
 from .gradient import FiniteDifference, finite_difference, finite_difference_adjoint
-from .iterate import Solution, check_max_iter, check_non_negative, iterate
+from .iterate import Solution, check_max_iter, check_non_negative, iterate, solution
 
 __all__ = ["total_variation", "tv_pdhg", "tv_denoise"]
 
@@ -313,7 +313,7 @@ def tv_pdhg(
         return out
 
     state, it, stopped, records = iterate(update, state, max_iter, stop=stop, record=record if history else None)
-    return Solution(state.x, it, stopped, jnp.linalg.norm(state.ax - y), records)
+    return solution(state.x, it, stopped, jnp.linalg.norm(state.ax - y), records, ruled=stop is not None, data=y)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -431,4 +431,4 @@ def tv_denoise(
         return out
 
     state, it, stopped, records = iterate(update, state, max_iter, stop=stop, record=record if history else None)
-    return Solution(state.x, it, stopped, jnp.linalg.norm(state.x - f), records)
+    return solution(state.x, it, stopped, jnp.linalg.norm(state.x - f), records, ruled=stop is not None, data=f)
