@@ -8,7 +8,9 @@ because every ray integral of a non-negative image keeps its mass. So with $u(\t
 in detector coordinates *without* offset, $u(\theta) = \bar x\cos\theta + \bar y\sin\theta - s_0$: a
 least-squares fit of $a\cos\theta + b\sin\theta + c$ to $u$ gives $s_0 = -c$. Exact for noise-free
 data of an object that stays inside the field of view (no truncation) and a non-negative sinogram;
-needs at least three angles that do not all differ by multiples of $\pi$.
+needs at least three angles that do not all differ by multiples of $\pi$. Measured (48 x 48 Shepp-Logan,
+60 angles, tests/adapt/test_centre.py): errors <= 0.003 px on projector data, <= 0.15 px on exact line
+integrals point-sampled at the bin centres (the skull's sharp edges), also with 5% noise.
 """
 
 from __future__ import annotations
