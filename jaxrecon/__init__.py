@@ -8,7 +8,7 @@ import importlib
 
 from ._version import __version__
 
-_SUBPACKAGES = ("adapt", "deq", "metrics", "nets", "operators", "phantoms", "solvers", "train")
+_SUBPACKAGES = ("adapt", "data", "deq", "metrics", "nets", "operators", "phantoms", "solvers", "train")
 __all__ = ["__version__", *_SUBPACKAGES]
 
 

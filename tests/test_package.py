@@ -8,7 +8,7 @@ def test_subpackages_are_attributes_after_import():
     code = ("import jaxrecon, sys; assert 'jax' not in sys.modules; "
             "assert jaxrecon.solvers.__name__ == 'jaxrecon.solvers'; print(sorted(dir(jaxrecon)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    for name in ("adapt", "deq", "metrics", "nets", "operators", "phantoms", "solvers", "train"):
+    for name in ("adapt", "data", "deq", "metrics", "nets", "operators", "phantoms", "solvers", "train"):
         assert name in out
 
 

@@ -1,5 +1,5 @@
 """Model adaptation to a changed forward operator (Gilton, Ongie, Willett 2021), parametric operator
-families for calibration, and worst-case perturbations of reconstruction methods (Antun et al. 2020)."""
+families for calibration, centre-of-rotation estimation, and worst-case perturbations of reconstruction methods (Antun et al. 2020)."""
 
 from .adaptation import (
     TikhonovSolver,
@@ -9,6 +9,7 @@ from .adaptation import (
     naive,
     reuse_and_regularise,
 )
+from .centre import estimate_centre, with_centre
 from .operators import (
     AngleOffset,
     BlurWidth,
@@ -35,9 +36,11 @@ __all__ = [
     "adapt_to_dataset",
     "adapt_to_measurement",
     "calibrate_operator",
+    "estimate_centre",
     "gaussian_kernel_jax",
     "naive",
     "random_perturbation",
     "reuse_and_regularise",
+    "with_centre",
     "worst_case_perturbation",
 ]
