@@ -712,13 +712,20 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in _SUBCOMMANDS:
         add(subparsers)
+    for sub in subparsers.choices.values():  # every subcommand: --debug shows the traceback of an error
+        try:
+            sub.add_argument("--debug", action="store_true", help="show the traceback of an error")
+        except argparse.ArgumentError:
+            pass  # the subcommand declares it itself
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` (default `sys.argv[1:]`) and run the subcommand; returns the exit status.
 
-    Bad options exit through argparse (`SystemExit(2)` with a message on stderr).
+    Bad options exit through argparse (`SystemExit(2)` with a message on stderr); errors while
+    running (`ValueError`, `TypeError`, `OSError`, `ImportError`) print one line on stderr and
+    return 1, or raise with `--debug`.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -733,6 +740,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as e:
         args.parser.error(str(e))  # the subcommand's usage + message on stderr, SystemExit(2)
         raise  # pragma: no cover  (error() does not return)
+    except (ValueError, TypeError, OSError, ImportError) as e:  # a user error while running: one line
+        if args.debug:
+            raise
+        print(f"jaxrecon {args.command}: error: {e} (--debug shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

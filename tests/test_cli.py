@@ -198,3 +198,16 @@ def test_sigterm_during_training_checkpoints_and_says_how_to_resume(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted: checkpoint" in err and "run the same command again to resume" in err
     assert "Traceback" not in err
+
+
+def test_user_errors_end_in_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["evaluate", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("jaxrecon evaluate: error:") and str(empty) in err
+    (empty / "config.json").write_text("{")
+    assert main(["evaluate", str(empty)]) == 1
+    assert "not valid JSON" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not valid JSON"):
+        main(["evaluate", str(empty), "--debug"])
