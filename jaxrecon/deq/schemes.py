@@ -343,6 +343,7 @@ class _Equilibrium(eqx.Module):
 
     regulariser: Callable
     op_norm: Float[Array, ""]
+    op_shapes: tuple = eqx.field(static=True)  # (in_shape, out_shape) of the operator it was built for
     init: str = eqx.field(static=True)
     init_iterations: int = eqx.field(static=True)
     solver: str = eqx.field(static=True)
@@ -362,6 +363,10 @@ class _Equilibrium(eqx.Module):
         if regulariser is None:
             if key is None:
                 raise ValueError(f"{name} needs a PRNG `key` to initialise its default regulariser (or a `regulariser`)")
+            if isinstance(lipschitz, (int, float)) and not isinstance(lipschitz, bool) and not 0 < lipschitz < 1:
+                raise ValueError(
+                    f"{name} expects 0 < lipschitz < 1 (its fixed-point map is a contraction only then), got {lipschitz!r}"
+                )
             regulariser = LipschitzCNN(1, features, depth, lipschitz=lipschitz, residual=residual, key=key,
                                        dtype=dtype)
         elif not callable(regulariser):
@@ -374,6 +379,7 @@ class _Equilibrium(eqx.Module):
                 raise ValueError(f"{name} expects {tname} to be a float >= 0, got {value!r}")
         self.regulariser = regulariser
         self.op_norm = norm_of(op, dtype)
+        self.op_shapes = (tuple(op.in_shape), tuple(op.out_shape))
         self.init = init
         self.init_iterations = check_positive_int(init_iterations, "init_iterations", name)
         self.solver = _check_method("solver", solver, SOLVERS)
@@ -413,7 +419,7 @@ class _Equilibrium(eqx.Module):
 
     def _start(self, y, op):
         name = type(self).__name__
-        check_operator(op, name)
+        check_operator(op, name, self.op_shapes)
         y = check_data(y, op, name)
         model = spectral_normalise(self, tuple(op.in_shape))
         return model, y, model.initial(y, op)

@@ -22,13 +22,20 @@ __all__ = ["INITS", "initial_reconstruction"]
 INITS = ("auto", "fbp", "adjoint", "zero")
 
 
-def check_operator(op, scheme: str) -> None:
+def check_operator(op, scheme: str, shapes: tuple | None = None) -> None:
+    """`op` is a real-domain 2D LinearOperator; with `shapes`, the `(in_shape, out_shape)` a model was built for."""
     if not isinstance(op, LinearOperator):
         raise TypeError(f"{scheme} expects `op` to be a jaxrecon LinearOperator, got {type(op).__name__}")
     if op.in_complex:
         raise ValueError(f"{scheme} reconstructs real images; got an operator with a complex domain ({op!r})")
     if len(op.in_shape) != 2:
         raise ValueError(f"{scheme} reconstructs (H, W) images; got an operator with in_shape {op.in_shape}")
+    if shapes is not None and (tuple(op.in_shape), tuple(op.out_shape)) != tuple(shapes):
+        raise ValueError(
+            f"{scheme} was built for an operator from {shapes[0]} to {shapes[1]}, got one from "
+            f"{tuple(op.in_shape)} to {tuple(op.out_shape)}: its weights and its operator-norm scaling belong to "
+            "that size; build (and train) a model for this operator"
+        )
 
 
 def check_data(y, op: LinearOperator, scheme: str) -> Array:

@@ -49,6 +49,7 @@ class LearnedGradientDescent(eqx.Module):
 
     blocks: ConvStack
     op_norm: Float[Array, ""]
+    op_shapes: tuple = eqx.field(static=True)  # (in_shape, out_shape) of the operator it was built for
     num_iterations: int = eqx.field(static=True)
     num_memory: int = eqx.field(static=True)
     shared: bool = eqx.field(static=True)
@@ -78,6 +79,7 @@ class LearnedGradientDescent(eqx.Module):
             raise ValueError(f"{name} expects num_memory to be an int >= 0, got {num_memory!r}")
         self.num_memory, self.shared, self.init = num_memory, bool(shared), check_init(init, name)
         self.op_norm = norm_of(op, dtype)
+        self.op_shapes = (tuple(op.in_shape), tuple(op.out_shape))
         self.unroll = unroll
 
         if block is not None and not callable(block):  # a user network, e.g. a Flax module via `from_flax`
@@ -91,7 +93,7 @@ class LearnedGradientDescent(eqx.Module):
         self.blocks = make(key) if shared else stack_modules(make, num_iterations, key)
 
     def __call__(self, y: Float[Array, "*data"], op: LinearOperator) -> Float[Array, "H W"]:
-        check_operator(op, "LearnedGradientDescent")
+        check_operator(op, "LearnedGradientDescent", self.op_shapes)
         y = check_data(y, op, "LearnedGradientDescent")
         scale = 1 / jax.lax.stop_gradient(self.op_norm)
         dtype = jnp.real(y).dtype

@@ -63,6 +63,7 @@ class LearnedPrimalDual(eqx.Module):
     primal: ConvStack
     dual: ConvStack
     op_norm: Float[Array, ""]
+    op_shapes: tuple = eqx.field(static=True)  # (in_shape, out_shape) of the operator it was built for
     num_iterations: int = eqx.field(static=True)
     num_primal: int = eqx.field(static=True)
     num_dual: int = eqx.field(static=True)
@@ -102,6 +103,7 @@ class LearnedPrimalDual(eqx.Module):
         if num_dual < c or num_primal < 2:
             raise ValueError(f"{name} needs num_primal >= 2 and num_dual >= {c}, got {num_primal}, {num_dual}")
         self.op_norm = norm_of(op, dtype)
+        self.op_shapes = (tuple(op.in_shape), tuple(op.out_shape))
         self.unroll = unroll
         k_primal, k_dual = jax.random.split(key)
         # dual input: h (N_d) + A f^(2) (c) + y (c); primal input: f (N_p) + A^* h^(1) (1).
@@ -120,7 +122,7 @@ class LearnedPrimalDual(eqx.Module):
             self.dual, self.primal = jax.tree.map(lambda a: a[0], (self.dual, self.primal))
 
     def __call__(self, y: Float[Array, "*data"], op: LinearOperator) -> Float[Array, "H W"]:
-        check_operator(op, "LearnedPrimalDual")
+        check_operator(op, "LearnedPrimalDual", self.op_shapes)
         y = check_data(y, op, "LearnedPrimalDual")
         scale = 1 / jax.lax.stop_gradient(self.op_norm)
         y = y * scale

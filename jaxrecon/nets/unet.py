@@ -188,6 +188,11 @@ class UNet(eqx.Module):
         x = _check_image(x, self.in_channels, "UNet").astype(self.final.weight.dtype)
         H, W = x.shape[1:]
         m = 2 ** (self.levels - 1)
+        if min(H, W) < m:
+            raise ValueError(
+                f"UNet with {self.levels} levels pools {self.levels - 1} times and needs images of at least "
+                f"{m}x{m} pixels, got {H}x{W}; use levels <= {min(H, W).bit_length()}"
+            )
         ph, pw = -H % m, -W % m
         pads = ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
         h = jnp.pad(x, pads, mode=_PAD_MODES[self.padding_mode]) if ph or pw else x

@@ -75,6 +75,7 @@ class UnrolledPGD(eqx.Module):
 
     params: _Iterations
     op_norm: Float[Array, ""]
+    op_shapes: tuple = eqx.field(static=True)  # (in_shape, out_shape) of the operator it was built for
     nonnegative: bool = eqx.field(static=True)
     init: str = eqx.field(static=True)
 
@@ -99,10 +100,11 @@ class UnrolledPGD(eqx.Module):
             raise ValueError(f"{name} expects alpha >= 0, got {alpha!r}")
         self.params = _iterations(num_iterations, alpha, _check_kernel_size(kernel_size, name), dtype)
         self.op_norm = norm_of(op, dtype)
+        self.op_shapes = (tuple(op.in_shape), tuple(op.out_shape))
         self.nonnegative, self.init = bool(nonnegative), check_init(init, name)
 
     def __call__(self, y: Float[Array, "*data"], op: LinearOperator) -> Float[Array, "H W"]:
-        check_operator(op, "UnrolledPGD")
+        check_operator(op, "UnrolledPGD", self.op_shapes)
         y = check_data(y, op, "UnrolledPGD")
         inv_norm2 = 1 / jax.lax.stop_gradient(self.op_norm) ** 2
         x = initial_reconstruction(y, op, self.init).astype(jnp.real(y).dtype)
@@ -154,6 +156,7 @@ class LISTA(eqx.Module):
 
     params: _Iterations
     op_norm: Float[Array, ""]
+    op_shapes: tuple = eqx.field(static=True)  # (in_shape, out_shape) of the operator it was built for
     wavelet: str = eqx.field(static=True)
     levels: int = eqx.field(static=True)
     init: str = eqx.field(static=True)
@@ -182,12 +185,13 @@ class LISTA(eqx.Module):
         levels = max_level(op.in_shape, self.wavelet) if levels is None else levels
         self.levels = _check_levels(op.in_shape, self.wavelet, levels)
         self.op_norm = norm_of(op, dtype)
+        self.op_shapes = (tuple(op.in_shape), tuple(op.out_shape))
         thresholds = np.full(3 * self.levels, alpha / float(self.op_norm) ** 2)  # detail bands only
         self.params = _iterations(num_iterations, thresholds, _check_kernel_size(kernel_size, name), dtype)
         self.init = check_init(init, name)
 
     def __call__(self, y: Float[Array, "*data"], op: LinearOperator) -> Float[Array, "H W"]:
-        check_operator(op, "LISTA")
+        check_operator(op, "LISTA", self.op_shapes)
         y = check_data(y, op, "LISTA")
         _check_levels(op.in_shape, self.wavelet, self.levels)
         inv_norm2 = 1 / jax.lax.stop_gradient(self.op_norm) ** 2

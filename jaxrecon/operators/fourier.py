@@ -58,6 +58,8 @@ class SubsampledFourier(LinearOperator):
             raise TypeError(f"SubsampledFourier expects a boolean or real mask, got dtype {mask.dtype}")
         if not jnp.issubdtype(mask.dtype, jnp.floating):
             mask = mask.astype(jnp.float32)
+        if not isinstance(mask, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(mask))):
+            raise ValueError("SubsampledFourier expects a finite mask (0/1, or real weights), got NaN or inf entries")
         self.mask = mask
         self.real_input = bool(real_input)
 

@@ -26,6 +26,7 @@ Anderson forward and backward, tolerance 1e-3, at most 30 iterations each way, f
 from __future__ import annotations
 
 import copy
+import numbers
 import time
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,7 @@ def experiment_config(model: str, preset: str = "quick", seed: int = 0, **overri
     config = {
         "model": model,
         "preset": preset,
-        "seed": int(seed),
+        "seed": seed,
         "data": _DATA[preset],
         "model_options": _MODEL[preset][model],
         "train": dict(_TRAIN[preset][model], validation_size=16, validate_every=250, clip=1.0),
@@ -153,7 +154,26 @@ def experiment_config(model: str, preset: str = "quick", seed: int = 0, **overri
     unknown = set(overrides) - set(config)
     if unknown:
         raise ValueError(f"unknown config entries {sorted(unknown)}; expected some of {sorted(config)}")
-    return _deep_update(config, overrides)
+    config = _deep_update(config, overrides)
+    _check_counts(config)
+    return config
+
+
+def _check_counts(config: dict) -> None:
+    """The integer entries of a config that must be >= 0 (seed) or >= 1 (sizes, steps, ...)."""
+    def check(where, key, minimum):
+        table = config[where] if where else config
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+            raise ValueError(f"config {where + '.' if where else ''}{key} must be an int >= {minimum}, got {value!r}")
+        table[key] = int(value)  # plain ints in the JSON config
+
+    check(None, "seed", 0)
+    for key in ("steps", "batch_size", "validation_size", "validate_every"):
+        check("train", key, 1)
+    for key in ("size", "num_angles", "num_detectors"):
+        if key in config["data"]:
+            check("data", key, 1)
 
 
 def build_data(config: dict, dtype=None) -> CTData:

@@ -281,6 +281,8 @@ def test_bad_input_names_expected_and_given():
         DEProx(BLUR, key=KEY, weight=1.5, **SMALL)
     with pytest.raises(ValueError, match="needs a PRNG `key`"):
         DEGrad(BLUR)
+    with pytest.raises(ValueError, match="0 < lipschitz < 1"):
+        DEGrad(BLUR, key=KEY, **{**SMALL, "lipschitz": 1.5})  # no longer a contraction
     with pytest.raises(ValueError, match="solver must be one of"):
         DEGrad(BLUR, key=KEY, solver="newton", **SMALL)
     with pytest.raises(ValueError, match="alpha > 0"):

@@ -272,6 +272,10 @@ def test_bad_inputs_raise_clear_errors():
         LearnedPrimalDual(MatrixOperator(jnp.ones((5, N * N))), key=KEY)
     with pytest.raises(ValueError, match="divisible|levels"):
         LISTA(RadonTransform(ParallelBeamGeometry.uniform((18, 18), 4)), levels=3)
+    bigger = RadonTransform(ParallelBeamGeometry.uniform((2 * N, 2 * N), 8))
+    for m in (model, LearnedPrimalDual(OP, num_iterations=1, hidden=2, key=KEY)):
+        with pytest.raises(ValueError, match=r"was built for an operator from \(16, 16\)"):
+            m(jnp.zeros(bigger.out_shape), bigger)  # a model used on an operator of another size
 
 
 def test_flax_network_inside_learned_gradient_descent():

@@ -144,6 +144,8 @@ def test_unet_bad_inputs(unet):
         UNet(channels=6, norm_groups=4, key=jax.random.key(0))
     with pytest.raises(ValueError, match="levels"):
         UNet(levels=0, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"3 levels pools 2 times and needs images of at least 4x4 pixels, got 3x8"):
+        unet(jnp.ones((1, 3, 8)))
 
 
 @pytest.mark.parametrize("circular", [False, True])

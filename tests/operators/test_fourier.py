@@ -98,5 +98,7 @@ def test_errors():
         SubsampledFourier(jnp.ones((4, 4), jnp.complex64))
     with pytest.raises(TypeError, match=r"array mask, got list"):
         SubsampledFourier([[1, 0]])
+    with pytest.raises(ValueError, match="finite mask"):
+        SubsampledFourier(jnp.full((4, 4), jnp.nan))
     with pytest.raises(ValueError, match=r"expects an input of shape \(4, 4\), got \(4, 5\)"):
         SubsampledFourier(jnp.ones((4, 4)))(jnp.zeros((4, 5)))

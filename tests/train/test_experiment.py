@@ -50,6 +50,12 @@ def test_config_errors(args, message):
         experiment_config(*args)
     with pytest.raises(ValueError, match="unknown config entries"):
         experiment_config("lpd", optimiser={"lr": 1})
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got -1"):
+        experiment_config("lpd", seed=-1)
+    with pytest.raises(ValueError, match="train.steps must be an int >= 1, got -5"):
+        experiment_config("lpd", train={"steps": -5})
+    with pytest.raises(ValueError, match="data.size must be an int >= 1, got 2.5"):
+        experiment_config("lpd", data={"size": 2.5})
 
 
 def test_build_model_types():
