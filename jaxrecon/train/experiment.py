@@ -270,7 +270,7 @@ def load_pretrained(name: str = "lpd_quick", dtype=None):
     """`(model, data)` of a model shipped inside the package (`jaxrecon/pretrained/<name>/`).
 
     `lpd_quick`: learned primal-dual, quick preset (64 x 64, 30 views, 91 detectors, 5% noise),
-    step 8867 of `jaxrecon train --model lpd --preset quick --steps 12000` (seed 0, float32; the full
+    step 10331 of `jaxrecon train --model lpd --preset quick --steps 12000` (seed 0, float32; the full
     checkpoint, to resume from, is `benchmarks/checkpoints/lpd_quick_12k`; its scores are in
     `benchmarks/results/long_lpd_quick_12k.md`).
 
