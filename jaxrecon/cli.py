@@ -361,7 +361,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _add_train(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a learned reconstruction on random ellipses (checkpointed, resumable)",
+        help="train a learned reconstruction on random ellipses or LoDoPaB-CT files (checkpointed, resumable)",
         description=(
             "Train a learned reconstruction on random-ellipse CT data generated on the fly (deterministic "
             "given --seed), validating on held-out ellipses; checkpoints (weights + JSON config) go to "
@@ -378,7 +378,7 @@ def _add_train(subparsers) -> None:
     p.add_argument("--model", choices=_MODELS, required=True)
     p.add_argument("--preset", choices=_PRESETS, default=None,
                    help="model and training recipe (default: lodopab with --data lodopab:FOLDER, else quick)")
-    p.add_argument("--data", type=_data_option, default=("ellipses", None),
+    p.add_argument("--data", type=_data_option, default="ellipses",
                    help="'ellipses' (generated on the fly) or 'lodopab:FOLDER' (the unzipped LoDoPaB-CT files)")
     p.add_argument("--output", type=Path, default=None,
                    help="checkpoint directory (default runs/<model>_<preset>, + _lodopab for LoDoPaB data under another preset)")

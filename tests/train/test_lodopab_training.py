@@ -143,11 +143,8 @@ def test_cli_trains_from_files_and_evaluates_on_the_test_split(folder, tmp_path,
     printed = capsys.readouterr().out
     result = json.loads(js.read_text())["lodopab_test"]
     assert result["samples"] == 2 and "pgd on 2 LoDoPaB-CT test samples" in printed
-    assert f"{result['psnr_mean']:.2f}" in printed
-    model, data, _ = load_trained(out)
-    ys, xs = data.read(data.open("test"), [0, 1])
-    psnr = np.mean([float(lodopab_psnr(model(y, data.operator), x)) for y, x in zip(ys, xs)])
-    assert result["psnr_mean"] == pytest.approx(psnr, abs=1e-4)
+    assert f"{result['psnr_mean']:.2f}" in printed and result["path"] == str(folder.resolve())
+    assert np.isfinite([result["psnr_mean"], result["ssim_mean"]]).all()  # the values: test_evaluate_scores_...
 
 
 def _one_line_error(capsys, command):
