@@ -30,7 +30,7 @@ from jaxrecon.operators.radon import RadonTransform
 from .data import Sample
 from .evaluate import reconstruct
 
-__all__ = ["LoDoPaBData", "lodopab_data_config", "lodopab_streams", "evaluate_lodopab"]
+__all__ = ["LoDoPaBData", "evaluate_lodopab", "lodopab_data_config", "lodopab_streams"]
 
 
 def lodopab_data_config(path: str | os.PathLike) -> dict:

@@ -14,8 +14,19 @@ import pytest
 from jaxrecon.cli import main
 from jaxrecon.data import LoDoPaB, lodopab_geometry, lodopab_psnr, lodopab_ssim
 from jaxrecon.operators import radon
-from jaxrecon.train import LoDoPaBData, evaluate_lodopab, load_config, lodopab_data_config
-from jaxrecon.train.experiment import build_data, build_model, experiment_config, load_trained, train
+from jaxrecon.train import (
+    LoDoPaBData,
+    evaluate_lodopab,
+    load_config,
+    lodopab_data_config,
+)
+from jaxrecon.train.experiment import (
+    build_data,
+    build_model,
+    experiment_config,
+    load_trained,
+    train,
+)
 from jaxrecon.train.lodopab import lodopab_streams
 
 SIZE, ANGLES, DETECTORS = 16, 8, 23
@@ -64,6 +75,7 @@ def test_config_records_the_files_and_their_shapes(folder):
     assert challenge["data"]["shape"] == [362, 362] and challenge["data"]["num_angles"] == 1000
     assert challenge["data"]["num_detectors"] == 513
     assert challenge["train"]["steps"] == 35820 and challenge["train"]["batch_size"] == 1  # one pass, batch 1
+    assert build_data(challenge).geometry.sinogram_shape == (1000, 513)  # no files needed for the operator
     with pytest.raises(ValueError, match="unknown data source 'foo'"):
         experiment_config("lpd", "quick", data={"source": "foo"})
     # the random-ellipse configs carry no source (checkpoints written before stay loadable)
