@@ -4,8 +4,8 @@ Usage::
 
     jaxrecon demo [--size 64] [--views 30] [--noise 0.05] [--seed 0] [--filter hann] [--methods fbp,tv,lpd]
                   [--tv-alpha A] [--output demo_output]
-    jaxrecon train --model lpd --preset quick [--output runs/lpd] [--steps N] [--seed 0]
-    jaxrecon evaluate CHECKPOINT [--samples 16] [--json FILE]
+    jaxrecon train --model lpd --preset quick [--data lodopab:FOLDER] [--output runs/lpd] [--steps N] [--seed 0]
+    jaxrecon evaluate CHECKPOINT [--data lodopab:FOLDER] [--samples 16] [--json FILE]
     jaxrecon reconstruct SCAN.h5 [--method fbp|tv|cgls|lpd] [--output rec.h5] [--centre auto] [--rings]
     python -m jaxrecon demo ...
 
@@ -35,7 +35,7 @@ _METHODS = ("fbp", "tv", "lpd")
 _TV_ALPHA_64 = 1.26
 _TV_ITERATIONS = 500
 _MODELS = ("unet", "pgd", "lista", "lgd", "lpd", "degrad", "deprox")  # mirrors jaxrecon.train.experiment.MODELS (checked in tests)
-_PRESETS = ("quick", "quick15", "standard", "paper")
+_PRESETS = ("quick", "quick15", "standard", "paper", "lodopab")
 
 # The FBP filters (mirrors jaxrecon.operators.fbp.FBP_FILTERS; kept literal so --help needs no JAX import,
 # and checked against it in tests/test_cli.py).
@@ -69,6 +69,18 @@ def _non_negative_float(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
+
+
+def _data_option(text: str) -> tuple[str, Path | None]:
+    """`ellipses` -> ("ellipses", None); `lodopab:FOLDER` -> ("lodopab", FOLDER)."""
+    if text == "ellipses":
+        return "ellipses", None
+    source, colon, folder = text.partition(":")
+    if source == "lodopab" and colon:
+        if not folder:
+            raise argparse.ArgumentTypeError("lodopab needs the folder of the unzipped files: lodopab:FOLDER")
+        return "lodopab", Path(folder)
+    raise argparse.ArgumentTypeError(f"expected 'ellipses' or 'lodopab:FOLDER', got {text!r}")
 
 
 def _positive_float(text: str) -> float:
@@ -349,19 +361,27 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _add_train(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a learned reconstruction on random ellipses (checkpointed, resumable)",
+        help="train a learned reconstruction on random ellipses or LoDoPaB-CT files (checkpointed, resumable)",
         description=(
             "Train a learned reconstruction on random-ellipse CT data generated on the fly (deterministic "
             "given --seed), validating on held-out ellipses; checkpoints (weights + JSON config) go to "
             "--output and an interrupted run resumes from there (also after --minutes, Ctrl-C or SIGTERM). "
             "Presets: quick (64x64, 30 views, minutes on a CPU), quick15 (the same with 15 views), standard (128x128, Adler & Öktem's data, < 2 h per model "
-            "on 2 CPU cores), paper (128x128, the paper's models and schedule, for a GPU)."
+            "on 2 CPU cores), paper (128x128, the paper's models and schedule, for a GPU), lodopab (LoDoPaB-CT "
+            "files, --data lodopab:FOLDER: 362x362, 1000 angles, 513 detectors, the paper's models, one pass over "
+            "the training split; for an accelerator). With --data lodopab:FOLDER, step k reads training samples "
+            "k*batch, ... of the files in order (resumes exactly) and validation the first samples of the "
+            "validation split; the shapes come from the files."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", choices=_MODELS, required=True)
-    p.add_argument("--preset", choices=_PRESETS, default="quick")
-    p.add_argument("--output", type=Path, default=None, help="checkpoint directory (default runs/<model>_<preset>)")
+    p.add_argument("--preset", choices=_PRESETS, default=None,
+                   help="model and training recipe (default: lodopab with --data lodopab:FOLDER, else quick)")
+    p.add_argument("--data", type=_data_option, default="ellipses",
+                   help="'ellipses' (generated on the fly) or 'lodopab:FOLDER' (the unzipped LoDoPaB-CT files)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="checkpoint directory (default runs/<model>_<preset>, + _lodopab for LoDoPaB data under another preset)")
     p.add_argument("--steps", type=_int_at_least(1), default=None, help="override the preset's number of steps")
     p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the initialisation and the data")
     p.add_argument("--minutes", type=_positive_float, default=None,
@@ -369,18 +389,58 @@ def _add_train(subparsers) -> None:
     p.add_argument("--checkpoint-every", type=_int_at_least(1), default=None,
                    help="steps between checkpoints (default: the preset's validation interval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.set_defaults(func=_run_train, parser=p)
 
 
-def _run_train(args: argparse.Namespace) -> int:
-    from jaxrecon.train.experiment import experiment_config, train
+def _one_line_errors(name: str, run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """`run`, with data errors (missing files, wrong shapes) reported as one line on stderr, exit status 1."""
 
-    config = experiment_config(args.model, args.preset, seed=args.seed)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (ValueError, TypeError, FileNotFoundError, OSError, ImportError) as e:
+            if args.debug:
+                raise
+            print(f"jaxrecon {name}: error: {e}", file=sys.stderr)
+            return 1
+
+    return wrapped
+
+
+def _train_config(args: argparse.Namespace) -> tuple[dict, Path]:
+    """The config and output directory of `jaxrecon train`'s options (reads LoDoPaB's shapes from its files)."""
+    source, folder = args.data
+    preset = args.preset or ("lodopab" if source == "lodopab" else "quick")
+    if preset == "lodopab" and source != "lodopab":
+        raise _UsageError("argument --preset: lodopab trains on the LoDoPaB-CT files: add --data lodopab:FOLDER")
+    from jaxrecon.train.experiment import experiment_config
+
+    overrides = {}
+    if source == "lodopab":
+        from jaxrecon.train.lodopab import lodopab_data_config
+
+        overrides["data"] = lodopab_data_config(folder)
+    config = experiment_config(args.model, preset, seed=args.seed, **overrides)
     if args.steps is not None:
         config["train"]["steps"] = args.steps
-    output = args.output or Path("runs") / f"{args.model}_{args.preset}"
+    suffix = "_lodopab" if source == "lodopab" and preset != "lodopab" else ""
+    return config, args.output or Path("runs") / f"{args.model}_{preset}{suffix}"
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    if args.output is not None and args.output.exists() and not args.output.is_dir():
+        raise _UsageError(f"argument --output: {str(args.output)!r} exists and is not a directory")
+    return _one_line_errors("train", _train)(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from jaxrecon.train.experiment import train
+
+    config, output = _train_config(args)
     if output.exists() and not output.is_dir():
         raise _UsageError(f"argument --output: {str(output)!r} exists and is not a directory")
+    _check_same_data(output, config)
     import signal
 
     from jaxrecon.train.checkpoint import latest_checkpoint
@@ -412,9 +472,23 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"stopped after {args.minutes:g} minutes at step {done} of {total} (loss {h['loss'][-1]:.3g}{last}); "
               f"checkpoint in {output}; run the same command again to resume")
         return 0
-    print(f"trained {args.model} ({args.preset}) for {total} steps: final loss "
+    print(f"trained {args.model} ({config['preset']}) for {total} steps: final loss "
           f"{h['loss'][-1]:.3g}, validation PSNR {val[-1]:.2f} dB; checkpoint in {output}")
     return 0
+
+
+def _check_same_data(output: Path, config: dict) -> None:
+    """A run in `output` on other data (another preset's size, another LoDoPaB folder) is not resumed."""
+    from jaxrecon.train.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(output) if output.is_dir() else None
+    try:
+        saved = json.loads((ckpt / "config.json").read_text())["config"]["data"] if ckpt is not None else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a broken checkpoint: let training's loader report it
+    if saved is not None and saved != json.loads(json.dumps(config["data"])):
+        raise ValueError(f"{output} holds a run on other data ({saved}); choose another --output to train on "
+                         f"{config['data']}")
 
 
 def _finished_run(output: Path, config: dict) -> str | None:
@@ -438,40 +512,76 @@ def _finished_run(output: Path, config: dict) -> str | None:
 def _add_evaluate(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
-        help="evaluate a checkpoint on Shepp-Logan and held-out test ellipses",
+        help="evaluate a checkpoint on Shepp-Logan and held-out test ellipses, or on LoDoPaB-CT's test split",
         description=(
             "Load a checkpoint written by `jaxrecon train` (a run directory or one step_* folder) and report "
             "PSNR/SSIM on the Shepp-Logan phantom and on --samples test ellipses (the test split, never "
-            "seen in training or validation), and the time per reconstruction."
+            "seen in training or validation), and the time per reconstruction. A checkpoint trained on "
+            "LoDoPaB-CT is scored on the test split of its files (or of --data lodopab:FOLDER) with the "
+            "challenge's PSNR and SSIM (data range of each ground truth; 7x7 uniform SSIM window)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--samples", type=_int_at_least(1), default=16, help="number of test ellipses")
+    p.add_argument("--data", type=_data_option, default=None,
+                   help="'ellipses' or 'lodopab:FOLDER' (default: the data the checkpoint was trained on)")
+    p.add_argument("--samples", type=_int_at_least(1), default=None,
+                   help="number of test samples (default: 16 ellipses, or all of LoDoPaB-CT's test split)")
     p.add_argument("--json", type=Path, default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.set_defaults(func=_run_evaluate, parser=p)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     if not args.checkpoint.exists():
         raise _UsageError(f"argument checkpoint: {str(args.checkpoint)!r} does not exist")
-    import jax
+    return _one_line_errors("evaluate", _evaluate)(args)
 
-    from jaxrecon.train import batch_keys, evaluate, shepp_logan_sample
+
+def _evaluate(args: argparse.Namespace) -> int:
     from jaxrecon.train.experiment import load_trained
 
     model, data, config = load_trained(args.checkpoint)
-    op = data.operator
-    sl = jax.tree.map(lambda a: a[None], shepp_logan_sample(data))
-    test = jax.jit(jax.vmap(data.sample))(batch_keys(config["seed"], "test", 0, args.samples))
-    result = {"checkpoint": str(args.checkpoint), "model": config["model"], "preset": config["preset"],
-              "shepp_logan": evaluate(model, op, sl), "test": evaluate(model, op, test)}
-    for name, r in (("Shepp-Logan", result["shepp_logan"]), (f"{args.samples} test ellipses", result["test"])):
-        print(f"{config['model']} on {name}: PSNR {r['psnr_mean']:.2f} dB (std {r['psnr_std']:.2f}), "
-              f"SSIM {r['ssim_mean']:.4f}; {1e3 * r['seconds_per_reconstruction']:.1f} ms per reconstruction")
+    trained_on = config["data"].get("source", "ellipses")
+    source, folder = args.data or (trained_on, None)
+    if source != trained_on:
+        raise ValueError(f"{args.checkpoint} was trained on {trained_on}, not {source}; evaluate it on its own data "
+                         "(leave out --data)")
+    result = {"checkpoint": str(args.checkpoint), "model": config["model"], "preset": config["preset"]}
+    if source == "lodopab":
+        result["lodopab_test"] = _evaluate_lodopab(model, data, folder, args.samples, config["model"])
+    else:
+        result.update(_evaluate_ellipses(model, data, config, args.samples or 16))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def _evaluate_ellipses(model, data, config: dict, samples: int) -> dict:
+    import jax
+
+    from jaxrecon.train import batch_keys, evaluate, shepp_logan_sample
+
+    op = data.operator
+    sl = jax.tree.map(lambda a: a[None], shepp_logan_sample(data))
+    test = jax.jit(jax.vmap(data.sample))(batch_keys(config["seed"], "test", 0, samples))
+    result = {"shepp_logan": evaluate(model, op, sl), "test": evaluate(model, op, test)}
+    for name, r in (("Shepp-Logan", result["shepp_logan"]), (f"{samples} test ellipses", result["test"])):
+        print(f"{config['model']} on {name}: PSNR {r['psnr_mean']:.2f} dB (std {r['psnr_std']:.2f}), "
+              f"SSIM {r['ssim_mean']:.4f}; {1e3 * r['seconds_per_reconstruction']:.1f} ms per reconstruction")
+    return result
+
+
+def _evaluate_lodopab(model, data, folder: Path | None, samples: int | None, name: str) -> dict:
+    from jaxrecon.train.lodopab import LoDoPaBData, evaluate_lodopab
+
+    if folder is not None:
+        data = LoDoPaBData(data.geometry, str(folder))
+    r = evaluate_lodopab(model, data, "test", samples)
+    print(f"{name} on {r['samples']} LoDoPaB-CT test samples ({data.path}), challenge scores: PSNR {r['psnr_mean']:.2f} dB "
+          f"(std {r['psnr_std']:.2f}), SSIM {r['ssim_mean']:.4f} (std {r['ssim_std']:.4f}); "
+          f"{1e3 * r['seconds_per_reconstruction']:.1f} ms per reconstruction")
+    return dict(r, path=data.path)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -200,6 +200,11 @@ class LoDoPaB:
         return int(self._offsets[-1])
 
     @property
+    def files(self) -> list[tuple[Path, Path]]:
+        """The split's `(observation, ground truth)` file pairs, in sample order."""
+        return list(self._files)
+
+    @property
     def geometry(self) -> ParallelBeamGeometry:
         return lodopab_geometry(self.image_shape, *self.observation_shape)
 

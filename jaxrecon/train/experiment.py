@@ -18,6 +18,14 @@ Presets (CT, Adler & Öktem's setting: random ellipses for training, 30 views, 5
 - `"paper"`: 128 x 128 images, 183 detectors, the paper's architectures (LPD/LGD: 10
   iterations, width 32, LPD from zero) and long training; for a GPU.
 
+LoDoPaB-CT (measured-data benchmark; `jaxrecon.train.lodopab`): `config["data"] = {"source": "lodopab",
+"path": FOLDER, "shape": [H, W], "num_angles": A, "num_detectors": D}` trains on the files instead
+(`lodopab_data_config(FOLDER)` reads the shapes from them). The `"lodopab"` preset is the challenge
+geometry (362 x 362 images, 1000 angles, 513 detectors) with the paper preset's models and one pass
+over the 35820 training samples; training LPD at that size is for an accelerator. Any other preset
+takes LoDoPaB data as an override: `experiment_config("lpd", "quick", data=lodopab_data_config(FOLDER))`.
+Random-ellipse configs have no `"source"` entry.
+
 Models: `"unet"` (FBP + U-Net), `"pgd"`, `"lista"`, `"lgd"`, `"lpd"` (`jaxrecon.nets`) and the deep
 equilibrium models `"degrad"`, `"deprox"` (`jaxrecon.deq`: LipschitzCNN regulariser with Lip <= 0.9,
 Anderson forward and backward, tolerance 1e-3, at most 30 iterations each way, from 5 CGLS steps).
@@ -33,11 +41,13 @@ from typing import Any
 
 import jax
 
+from ..data.lodopab import IMAGE_SHAPE, NUM_ANGLES, NUM_DETECTORS, SPLITS
 from ..deq import DEGrad, DEProx
 from ..nets import LISTA, LearnedGradientDescent, LearnedPrimalDual, PostProcessing, UNet, UnrolledPGD
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import CTData, batch_keys
 from .evaluate import evaluate
+from .lodopab import LoDoPaBData, lodopab_streams
 from .loop import TrainResult, default_optimizer, fit, reconstruction_loss_fn
 
 __all__ = [
@@ -60,6 +70,8 @@ _DATA = {
     "quick15": dict(size=64, num_angles=15, num_detectors=91, noise=0.05, preset="adler2018", supersample=4),
     "standard": dict(size=128, num_angles=30, num_detectors=183, noise=0.05, preset="adler2018", supersample=4),
     "paper": dict(size=128, num_angles=30, num_detectors=183, noise=0.05, preset="adler2018", supersample=4),
+    "lodopab": dict(source="lodopab", path=None, shape=list(IMAGE_SHAPE), num_angles=NUM_ANGLES,
+                    num_detectors=NUM_DETECTORS),
 }
 
 _DEQ = dict(features=32, depth=4, lipschitz=0.9, tol=1e-3, max_iter=30)
@@ -120,6 +132,11 @@ _TRAIN = {
 }
 
 _TRAIN["quick15"] = _TRAIN["quick"]
+# LoDoPaB-CT: the paper's models, batch sizes and learning rates, one pass over the training split
+_MODEL["lodopab"] = _MODEL["paper"]
+_TRAIN["lodopab"] = {
+    name: dict(t, steps=-(-SPLITS["train"] // t["batch_size"])) for name, t in _TRAIN["paper"].items()
+}
 
 PRESETS = tuple(_DATA)
 
@@ -143,11 +160,17 @@ def experiment_config(model: str, preset: str = "quick", seed: int = 0, **overri
         raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+    data = _DATA[preset]
+    source = (overrides.get("data") or {}).get("source", data.get("source"))
+    if source == "lodopab":  # LoDoPaB files under another preset's model and training recipe
+        data = _DATA["lodopab"]
+    elif source != data.get("source"):
+        raise ValueError(f"unknown data source {source!r}; expected 'lodopab' (random ellipses have no source entry)")
     config = {
         "model": model,
         "preset": preset,
         "seed": seed,
-        "data": _DATA[preset],
+        "data": data,
         "model_options": _MODEL[preset][model],
         "train": dict(_TRAIN[preset][model], validation_size=16, validate_every=250, clip=1.0),
     }
@@ -176,9 +199,13 @@ def _check_counts(config: dict) -> None:
             check("data", key, 1)
 
 
-def build_data(config: dict, dtype=None) -> CTData:
-    """The `CTData` of a config."""
+def build_data(config: dict, dtype=None) -> CTData | LoDoPaBData:
+    """The data of a config: `CTData` (random ellipses), or `LoDoPaBData` (its geometry; no file is read)."""
     d = config["data"]
+    if d.get("source") == "lodopab":
+        return LoDoPaBData.from_config(d, dtype)
+    if "source" in d:
+        raise ValueError(f"unknown data source {d['source']!r} in the config; expected 'lodopab' or none")
     return CTData.uniform(
         d["size"], d["num_angles"], d["num_detectors"], d["noise"], d["preset"], d["supersample"], dtype=dtype
     )
@@ -197,27 +224,23 @@ def build_model(config: dict, op, key=None, dtype=None):
 
 def train(config: dict, directory=None, *, progress: bool = True, mesh=None, dtype=None,
           time_limit: float | None = None, checkpoint_every: int | None = None) -> TrainResult:
-    """Train the model of `config` on fresh random-ellipse batches; validate on a fixed validation set
-    (PSNR/SSIM every `validate_every` steps); checkpoint into `directory` (and resume from it) every
-    `checkpoint_every` steps (default: at every validation) and at the end.
+    """Train the model of `config` on fresh random-ellipse batches (or LoDoPaB-CT files); validate on a fixed
+    validation set (PSNR/SSIM every `validate_every` steps); checkpoint into `directory` (and resume from
+    it) every `checkpoint_every` steps (default: at every validation) and at the end.
 
     `time_limit` (seconds) stops the run early with a checkpoint (see `fit`); calling `train` again
     with the same config and directory resumes it exactly, until `config["train"]["steps"]` are done.
 
     Training step $k$ uses `batch_keys(seed, "train", k * batch_size, batch_size)`; validation uses
-    the first `validation_size` keys of the validation stream: the splits never overlap.
+    the first `validation_size` keys of the validation stream: the splits never overlap. LoDoPaB-CT:
+    step $k$ reads train samples `k * batch_size, ...` (mod the split's length), validation the first
+    `validation_size` samples of the validation split (`lodopab_streams`).
     """
     data = build_data(config, dtype)
     op = data.operator
     model = build_model(config, op, dtype=dtype)
     t = config["train"]
-    seed, bs = config["seed"], t["batch_size"]
-    val = jax.jit(jax.vmap(data.sample))(batch_keys(seed, "validation", 0, t["validation_size"]))
-    sample_batch = jax.jit(jax.vmap(data.sample))
-
-    def batch_fn(k):
-        return sample_batch(batch_keys(seed, "train", k * bs, bs))
-
+    batch_fn, val = _streams(config, data)
     return fit(
         model,
         reconstruction_loss_fn(op),
@@ -235,6 +258,21 @@ def train(config: dict, directory=None, *, progress: bool = True, mesh=None, dty
     )
 
 
+def _streams(config: dict, data):
+    """`(batch_fn, validation samples)` of a config: deterministic in the step."""
+    t = config["train"]
+    seed, bs = config["seed"], t["batch_size"]
+    if isinstance(data, LoDoPaBData):
+        return lodopab_streams(data, bs, t["validation_size"])
+    val = jax.jit(jax.vmap(data.sample))(batch_keys(seed, "validation", 0, t["validation_size"]))
+    sample_batch = jax.jit(jax.vmap(data.sample))
+
+    def batch_fn(k):
+        return sample_batch(batch_keys(seed, "train", k * bs, bs))
+
+    return batch_fn, val
+
+
 def save_trained(directory, result: TrainResult, config: dict) -> Path:
     """Checkpoint a finished run (model only) into `directory`."""
     step = len(result.history.get("loss", []))
@@ -244,7 +282,8 @@ def save_trained(directory, result: TrainResult, config: dict) -> Path:
 def load_trained(path, dtype=None):
     """`(model, data, config)` from a checkpoint written by `train` (a `step_*` folder or its parent).
 
-    `dtype` defaults to the dtype the weights were saved in.
+    `dtype` defaults to the dtype the weights were saved in. `data` is a `CTData`, or for a LoDoPaB-CT
+    run a `LoDoPaBData` rebuilt from the config alone (the files are needed only to read samples).
 
     Example:
         >>> model, data, config = load_trained("runs/lpd")
