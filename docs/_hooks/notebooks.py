@@ -32,13 +32,16 @@ def on_config(config):
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     # tqdm.auto (the training loop's progress bar) warns in a kernel without ipywidgets; the notebooks
     # train without progress bars, so the warning would only be noise on the pages.
-    warnings = os.environ.get("PYTHONWARNINGS")
-    os.environ["PYTHONWARNINGS"] = ",".join([*([warnings] if warnings else []), "ignore:IProgress not found"])
-    path = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *([path] if path else [])])
+    quiet = "ignore:IProgress not found"
+    warnings = [w for w in os.environ.get("PYTHONWARNINGS", "").split(",") if w and w != quiet]
+    os.environ["PYTHONWARNINGS"] = ",".join([*warnings, quiet])
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *paths])  # (mkdocs serve calls this per rebuild)
 
     jupyter = config.plugins["mkdocs-jupyter"].config
-    jupyter["cache_dir"] = str(Path(jupyter["cache_dir"]) / f"size-{os.environ['JAXRECON_NOTEBOOK_SIZE']}")
+    cache = Path(jupyter["cache_dir"])
+    cache = cache.parent if cache.name.startswith("size-") else cache
+    jupyter["cache_dir"] = str(cache / f"size-{os.environ['JAXRECON_NOTEBOOK_SIZE']}")
 
     for section in config.nav:
         if isinstance(section, dict) and "Gallery" in section:
