@@ -59,3 +59,11 @@ def test_every_benchmark_result_is_on_a_benchmark_page():
     results = {p.relative_to(ROOT).as_posix() for p in (ROOT / "benchmarks" / "results").rglob("*.md")}
     assert not results - included, f"include these with --8<-- on a docs/benchmarks page: {sorted(results - included)}"
     assert not included - results, f"included but missing: {sorted(included - results)}"
+
+
+def test_every_notebook_is_in_the_gallery_index():
+    index = (DOCS / "notebooks" / "index.md").read_text()
+    notebooks = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9]*.py"))
+    assert notebooks, "no notebooks found"
+    missing = [n for n in notebooks if f"]({n})" not in index]
+    assert not missing, f"add these notebooks to the gallery's table in docs/notebooks/index.md: {missing}"
