@@ -6,6 +6,8 @@
   the repository root goes first on `PYTHONPATH` (the kernel imports this checkout's `jaxrecon`, not
   another installed copy), figures use the inline backend, and `JAXRECON_NOTEBOOK_SIZE` defaults to 32
   (the size the tests use; `JAXRECON_NOTEBOOK_SIZE=64 mkdocs build` renders them at 64 x 64).
+- The command-line page gets each subcommand's `--help` text, generated from `jaxrecon.cli`'s parser
+  (which imports no JAX), in place of the line `<!-- jaxrecon --help -->`.
 - The benchmark figures `benchmarks/results/*.png` are served next to the benchmark pages, which include
   the result files (and so their relative image links) with the snippets extension.
 - Executed notebooks are cached by mkdocs-jupyter under a directory per size; the cache key is the
@@ -14,7 +16,10 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
+import sys
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
@@ -62,3 +67,27 @@ def on_files(files, config):
     for fig in FIGURES:  # the benchmark pages include benchmarks/results/*.md, which show these figures
         files.append(File.generated(config, f"benchmarks/{fig.name}", abs_src_path=str(fig)))
     return files
+
+
+CLI_HELP = "<!-- jaxrecon --help -->"
+
+
+def on_page_markdown(markdown, page, config, files):
+    if CLI_HELP not in markdown:
+        return markdown
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # argparse wraps the help text to the terminal's width
+    try:
+        parser = importlib.import_module("jaxrecon.cli").build_parser()
+        (subcommands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        blocks = [("jaxrecon --help", parser.format_help())]
+        blocks += [(f"jaxrecon {name} --help", sub.format_help()) for name, sub in subcommands.choices.items()]
+    finally:
+        if columns is None:
+            os.environ.pop("COLUMNS")
+        else:
+            os.environ["COLUMNS"] = columns
+    text = "\n".join(f"### `{title}`\n\n```text\n{help_text.rstrip()}\n```\n" for title, help_text in blocks)
+    return markdown.replace(CLI_HELP, text)
