@@ -17,14 +17,15 @@
 
 # %%
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
-if not os.environ.get("DISPLAY") and "ipykernel" not in os.environ.get("_", ""):
-    matplotlib.use("Agg")
+if "ipykernel" not in sys.modules and not os.environ.get("DISPLAY"):
+    matplotlib.use("Agg")  # a script without a display: render off-screen (in Jupyter: inline)
 import matplotlib.pyplot as plt
 
 from jaxrecon import solvers as S

@@ -20,6 +20,7 @@
 
 # %%
 import os
+import sys
 import time
 
 import equinox as eqx
@@ -28,8 +29,8 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
-if not os.environ.get("DISPLAY") and "ipykernel" not in os.environ.get("_", ""):
-    matplotlib.use("Agg")
+if "ipykernel" not in sys.modules and not os.environ.get("DISPLAY"):
+    matplotlib.use("Agg")  # a script without a display: render off-screen (in Jupyter: inline)
 import matplotlib.pyplot as plt
 
 from jaxrecon.metrics import psnr

@@ -526,9 +526,8 @@ class DEGrad(_LearnedStep):
             features, depth, lipschitz=lipschitz, residual=True)` built with `key`.
         init: the starting image, `"cgls"` (`init_iterations` CGLS steps, default 5) or one of
             `jaxrecon.nets.initial_reconstruction`'s (`"auto"`, `"fbp"`, `"adjoint"`, `"zero"`).
-        solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter, solver_options,
-            backward_options: passed to `jaxrecon.deq.fixed_point` (relative residual
-            $\|T(x) - x\| \le$ `tol` $\|x\|$).
+        solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter, solver_options, backward_options:
+            passed to `jaxrecon.deq.fixed_point` (relative residual $\|T(x) - x\| \le$ `tol` $\|x\|$).
         weight: the initial regulariser weight $\alpha \in (0, 1)$ (learned), or None for $\alpha \equiv 1$.
         key: PRNG key of the default regulariser; dtype: its float dtype and the iterate's.
 
@@ -596,9 +595,8 @@ class DEProx(_LearnedStep):
             features, depth, lipschitz=lipschitz, residual=False)` built with `key`.
         init: the starting image, `"cgls"` (`init_iterations` CGLS steps, default 5) or one of
             `jaxrecon.nets.initial_reconstruction`'s (`"auto"`, `"fbp"`, `"adjoint"`, `"zero"`).
-        solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter, solver_options,
-            backward_options: passed to `jaxrecon.deq.fixed_point` (relative residual
-            $\|T(x) - x\| \le$ `tol` $\|x\|$).
+        solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter, solver_options, backward_options:
+            passed to `jaxrecon.deq.fixed_point` (relative residual $\|T(x) - x\| \le$ `tol` $\|x\|$).
         weight: the initial relaxation $\alpha \in (0, 1)$ (learned), or None for $\alpha \equiv 1$.
         key: PRNG key of the default regulariser; dtype: its float dtype and the iterate's.
 
@@ -669,9 +667,8 @@ class EquilibriumRegularisation(_Equilibrium):
             features, depth, lipschitz=lipschitz, residual=True)` built with `key`.
         init: the starting image, `"cgls"` (`init_iterations` CGLS steps, default 5) or one of
             `jaxrecon.nets.initial_reconstruction`'s (`"auto"`, `"fbp"`, `"adjoint"`, `"zero"`).
-        solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter, solver_options,
-            backward_options: passed to `jaxrecon.deq.fixed_point` (relative residual
-            $\|T(x) - x\| \le$ `tol` $\|x\|$).
+        solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter, solver_options, backward_options:
+            passed to `jaxrecon.deq.fixed_point` (relative residual $\|T(x) - x\| \le$ `tol` $\|x\|$).
         key: PRNG key of the default regulariser; dtype: its float dtype and the iterate's.
 
     Example:
