@@ -28,6 +28,7 @@ def test_notebook_parses(path):
     assert [c.cell_type for c in again.cells] == [c.cell_type for c in nb.cells]
 
 
+@pytest.mark.slow  # CI runs every notebook at the same size in the docs build (mkdocs-jupyter, allow_errors: false)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path, tmp_path):
     env = {
