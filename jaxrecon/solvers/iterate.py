@@ -24,6 +24,10 @@ class Solution(NamedTuple):
         history: dict of per-iteration arrays of length `max_iter` (e.g. ``"objective"``,
             ``"residual"``, ``"error"`` against a reference), or None. Entries after the stop repeat the
             final value.
+        nonfinite: bool scalar from solvers that guard against non-finite updates (ADMM, plug-and-play,
+            RED): True when an update produced a non-finite value; the solver then stopped and `x` is
+            the last finite iterate (`converged` is False). None from solvers without the guard.
+            Outcome: `converged`; else `nonfinite`; else the iteration limit was reached.
     """
 
     x: Array
@@ -31,6 +35,7 @@ class Solution(NamedTuple):
     converged: Array
     residual_norm: Array
     history: dict | None = None
+    nonfinite: Array | None = None
 
 
 def check_max_iter(max_iter) -> int:
