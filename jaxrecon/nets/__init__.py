@@ -1,10 +1,11 @@
 """Networks (Equinox modules): FFT-convolution CNNs, U-Net, DnCNN, Lipschitz-constrained blocks
-(`lipschitz`), Flax adapters, and learned reconstruction schemes that call any `jaxrecon.operators`
-operator: `model(y, op) -> x`."""
+(`lipschitz`), gradient-step denoisers, Flax adapters, and learned reconstruction schemes that call
+any `jaxrecon.operators` operator: `model(y, op) -> x`."""
 
 from .blocks import ConvStack, PReLU
 from .conv import FFTConv2d, SeedCNN
 from .flax import LinenModule, NNXModule, from_flax
+from .gradient_step import GradientStepDenoiser, hessian_norm
 from .learned_gradient import LearnedGradientDescent
 from .lipschitz import LipschitzCNN, SpectralConv2d, jacobian_penalty, spectral_normalise
 from .postprocessing import PostProcessing
@@ -17,6 +18,7 @@ __all__ = [
     "ConvStack",
     "DnCNN",
     "FFTConv2d",
+    "GradientStepDenoiser",
     "LISTA",
     "LearnedGradientDescent",
     "LearnedPrimalDual",
@@ -30,6 +32,7 @@ __all__ = [
     "UNet",
     "UnrolledPGD",
     "from_flax",
+    "hessian_norm",
     "initial_reconstruction",
     "jacobian_penalty",
     "spectral_normalise",

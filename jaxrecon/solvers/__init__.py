@@ -7,7 +7,7 @@ from .ista import fista, ista
 from .iterate import Solution, any_of, iterate
 from .kaczmarz import kaczmarz, sart
 from .landweber import landweber
-from .plug_and_play import pnp_admm, pnp_hqs, pnp_pgd, red
+from .plug_and_play import gs_pnp, pnp_admm, pnp_hqs, pnp_pgd, red
 from .proximal import (
     project_nonnegative,
     prox_elastic_net,
@@ -39,6 +39,7 @@ __all__ = [
     "finite_difference",
     "finite_difference_adjoint",
     "fista",
+    "gs_pnp",
     "ista",
     "iterate",
     "kaczmarz",

@@ -34,7 +34,7 @@ from .admm import _adjoint, _cg, _guarded, _positive_int, _run, _setup
 from .iterate import Solution, check_non_negative
 from .tv import _NORM_MARGIN, _check_bool, _check_positive, _check_scalar
 
-__all__ = ["pnp_pgd", "pnp_admm", "pnp_hqs", "red"]
+__all__ = ["pnp_pgd", "pnp_admm", "pnp_hqs", "red", "gs_pnp"]
 
 
 class _State(NamedTuple):
@@ -76,8 +76,9 @@ def _common(fn, op, y, denoiser, x0, max_iter, tol, reference, history):
     return y, real, x, reference
 
 
-def _solve(op, y, real, x, reference, max_iter, tol, history, update, *, dual=False, gap=None):
-    """Run `update` from x0 (z0 = x0, u0 = 0 when `dual`); `gap`: None, "record" or "stop" (also a stopping test)."""
+def _solve(op, y, real, x, reference, max_iter, tol, history, update, *, dual=False, gap=None, objective=None):
+    """Run `update` from x0 (z0 = x0, u0 = 0 when `dual`); `gap`: None, "record" or "stop" (also a stopping
+    test); `objective(state)`, if given, is recorded in the history."""
     ax = op.mv(x)
     ax = ax.astype(jnp.result_type(ax.dtype, y.dtype))
     inf = jnp.asarray(jnp.inf, real)
@@ -93,6 +94,8 @@ def _solve(op, y, real, x, reference, max_iter, tol, history, update, *, dual=Fa
         out = {"residual": jnp.linalg.norm(s.ax - y), "change": s.change}
         if gap is not None:
             out["gap"] = s.gap
+        if objective is not None:
+            out["objective"] = objective(s)
         if reference is not None:
             out["error"] = jnp.linalg.norm(s.x - reference)
         return out
@@ -300,3 +303,70 @@ def red(
         return st._replace(x=x, ax=op.mv(x).astype(st.ax.dtype), z=x, change=jnp.linalg.norm(x - st.x))
 
     return _solve(op, y, real, x, reference, max_iter, tol, history, update)
+
+
+def gs_pnp(
+    op: LinearOperator,
+    y: Array,
+    potential: Callable,
+    lam,
+    *,
+    step=None,
+    x0: Array | None = None,
+    max_iter: int = 200,
+    cg_iter: int = 10,
+    tol=None,
+    reference: Array | None = None,
+    history: bool = False,
+) -> Solution:
+    r"""Gradient-step plug-and-play (Hurault, Leclaire, Papadakis, ICLR 2022): proximal gradient descent on
+    $F(x) = \tfrac12\|Ax - y\|^2 + \lambda\,g(x)$ with the denoiser $D = I - \nabla g$:
+
+    $$z_k = x_k - \tau\lambda\nabla g(x_k) = (1 - \tau\lambda)\,x_k + \tau\lambda\,D(x_k),\qquad
+      x_{k+1} = \operatorname{prox}_{\tau f}(z_k) = (I + \tau A^*A)^{-1}(z_k + \tau A^*y),$$
+
+    the prox by `cg_iter` conjugate-gradient steps warm-started at $x_k$. `potential` is the scalar
+    $g$ on `op.in_shape` images (e.g. ``lambda x: gsd.potential(x[None])`` for a
+    `jaxrecon.nets.GradientStepDenoiser` on `(1, H, W)`); $\nabla g$ by `jax.grad`.
+
+    **Convergence:** if $\nabla g$ is $L$-Lipschitz, $g$ is bounded below and $\tau\lambda L < 1$,
+    $F(x_k)$ is non-increasing, $\|x_{k+1} - x_k\| \to 0$ and cluster points are stationary points of
+    $F$ (exact prox; with a finite `cg_iter` up to the CG error). `step` $\tau$ defaults to
+    $1/\lambda$ (so $z_k = D(x_k)$, as in the paper's code), for which the condition reads $L < 1$.
+    `lam` is a positive scalar. `history` records ``"objective"`` ($F(x_k)$), ``"residual"``,
+    ``"change"`` and with `reference` ``"error"``.
+
+    Example:
+        >>> op = CircularConvolution(gaussian_kernel(5, 1.0), (32, 32))
+        >>> g = lambda x: 0.25 * jnp.sum(jnp.log(jnp.cosh(x - 0.5)))  # smooth, L = 0.25
+        >>> gs_pnp(op, op(shepp_logan(32)), g, 2.0, max_iter=50).x.shape
+        (32, 32)
+    """
+    fn = "gs_pnp"
+    y, real, shape, x, reference = _setup(fn, op, y, x0, reference, tol, max_iter)
+    _check_bool(history, "history")
+    _positive_int(cg_iter, "cg_iter")
+    if not callable(potential):
+        raise TypeError(f"{fn} expects potential to be a callable image -> scalar, got {type(potential).__name__}")
+    out = jax.eval_shape(potential, jax.ShapeDtypeStruct(shape, real))
+    if getattr(out, "shape", None) != ():
+        raise ValueError(
+            f"{fn} expects potential to map {shape} images to a scalar, got shape {getattr(out, 'shape', None)}"
+        )
+    lam = jnp.asarray(_parameter(lam, "lam"), real)
+    tau = 1 / lam if step is None else jnp.asarray(_parameter(step, "step"), real)
+    aty = _adjoint(op, y, real)
+    grad = jax.grad(lambda v: potential(v).astype(real))
+
+    def normal(v):
+        return v + tau * _adjoint(op, op.mv(v), real)
+
+    def update(st: _State) -> _State:
+        z = st.x - tau * lam * grad(st.x)
+        x = _cg(normal, z + tau * aty, st.x, cg_iter)
+        return st._replace(x=x, ax=op.mv(x).astype(st.ax.dtype), z=z, change=jnp.linalg.norm(x - st.x))
+
+    objective = None
+    if history:
+        objective = lambda s: 0.5 * jnp.sum(jnp.abs(s.ax - y) ** 2) + lam * potential(s.x)  # noqa: E731
+    return _solve(op, y, real, x, reference, max_iter, tol, history, update, objective=objective)
