@@ -21,9 +21,10 @@ measurement, `model(y, op) -> x`; `model.solve(y, op)` also returns the solver d
 more" experiments).
 
 **Contractivity (one approach: spectral normalisation).** The default regulariser is a
-`LipschitzCNN` (`jaxrecon.nets.lipschitz`, re-exported here and from `jaxrecon.deq` under the old names): a DnCNN-style stack of `SpectralConv2d` layers with ReLU, whose convolutions are
-rescaled so that the network $N_\theta$ is $L$-Lipschitz by construction ($L$ = `lipschitz` < 1).
-Each convolution's bound is *exact*: a zero-padded ("SAME") convolution on $H\times W$ images is a
+`LipschitzCNN` (`jaxrecon.nets.lipschitz`, re-exported here and from `jaxrecon.deq` under the old
+names): a DnCNN-style stack of `SpectralConv2d` layers with ReLU, whose convolutions are rescaled
+so that the network $N_\theta$ is $L$-Lipschitz by construction ($L$ = `lipschitz` < 1). Each
+convolution's bound is *exact*: a zero-padded ("SAME") convolution on $H\times W$ images is a
 restriction of the circular convolution on the $(H+k-1)\times(W+k-1)$ grid, whose norm is
 $\max_\omega \sigma_{\max}(\hat K(\omega))$ over that grid's DFT frequencies (per-frequency SVD of
 the $C_\text{out}\times C_\text{in}$ kernel spectrum). No stored power-iteration vector, no state:

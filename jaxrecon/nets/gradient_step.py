@@ -106,5 +106,5 @@ class GradientStepDenoiser(eqx.Module):
         return x - jax.grad(self.potential)(x)
 
     def hessian_norm(self, x: Array, key: PRNGKeyArray, *, num_iter: int = 20) -> Float[Array, ""]:
-        """`hessian_norm` of `potential` at `x`: a local estimate of the Lipschitz constant $L$ of $\\nabla g_\\theta$."""
+        """`hessian_norm` of `potential` at `x`: a local estimate of the Lipschitz constant of $\\nabla g_\\theta$."""
         return hessian_norm(self.potential, x, key, num_iter=num_iter)

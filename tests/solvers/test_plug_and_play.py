@@ -9,9 +9,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrecon.operators import CircularConvolution, LinearOperator, ParallelBeamGeometry, RadonTransform, gaussian_kernel
+from jaxrecon.operators import (
+    CircularConvolution,
+    LinearOperator,
+    ParallelBeamGeometry,
+    RadonTransform,
+    gaussian_kernel,
+)
 from jaxrecon.phantoms import shepp_logan
-from jaxrecon.solvers import as_matrix, ista, pnp_admm, pnp_hqs, pnp_pgd, red, soft_threshold, tv_denoise, tv_pdhg
+from jaxrecon.solvers import (
+    as_matrix,
+    gs_pnp,
+    ista,
+    pnp_admm,
+    pnp_hqs,
+    pnp_pgd,
+    red,
+    soft_threshold,
+    tv_denoise,
+    tv_pdhg,
+)
 
 
 class ImageMatrix(LinearOperator):
@@ -124,6 +141,7 @@ def test_vmap_over_data_equals_stacking():
             pnp_admm(OP, y, denoise, rho=1.0, max_iter=10).x,
             pnp_hqs(OP, y, denoise, mu=1.0, max_iter=10).x,
             red(OP, y, denoise, 1.0, max_iter=10).x,
+            gs_pnp(OP, y, lambda v: jnp.sum(jnp.log(jnp.cosh(v))), 1.0, max_iter=10).x,
         ])  # fmt: skip
 
     many = jax.jit(jax.vmap(solve))(ys)
@@ -166,7 +184,7 @@ def test_nonfinite_denoiser_is_reported():
 def test_bad_input_names_expected_and_given():
     with pytest.raises(TypeError, match="denoiser to be a callable"):
         pnp_pgd(OP, Y, "dncnn")
-    with pytest.raises(ValueError, match=r"denoiser to map \(16, 16\) real arrays to the same shape, got \(1, 16, 16\)"):
+    with pytest.raises(ValueError, match=r"to map \(16, 16\) real arrays to the same shape, got \(1, 16, 16\)"):
         pnp_pgd(OP, Y, lambda v: v[None])
     with pytest.raises(ValueError, match=r"denoiser failed on an array of shape \(16, 16\).*x\[None\]\)\[0\]"):
         pnp_admm(OP, Y, lambda v: v.reshape(1, 1, 16, 16) @ jnp.ones((3, 3)), rho=1.0)
