@@ -10,11 +10,12 @@ $$x_{k+1} = \operatorname{prox}_{\tau f}\big((1 - \tau\lambda)\,x_k + \tau\lambd
 
 **Convergence condition.** If $\nabla g_\theta$ is $L$-Lipschitz, $g_\theta$ is bounded below and
 $\tau\lambda L < 1$, then $F(x_k)$ is non-increasing, $\|x_{k+1} - x_k\| \to 0$ and every cluster
-point is a stationary point of $F$ (the descent lemma gives
-$F(x_{k+1}) \le F(x_k) - (\tfrac1\tau - \tfrac{\lambda L}{2})\|x_{k+1} - x_k\|^2$; this is the
-nonconvex proximal-gradient result Hurault et al. rely on, their GS-PnP iteration). $L$ is the
-largest $\|\nabla^2 g_\theta\|$: `GradientStepDenoiser.hessian_norm` estimates it at a point by power
-iteration (a local estimate, as in the paper's training penalty, not a bound).
+point is a stationary point of $F$. (With $f$ convex the descent lemma gives
+$F(x_{k+1}) \le F(x_k) - (\tfrac1\tau - \tfrac{\lambda L}{2})\|x_{k+1} - x_k\|^2$, so the decrease
+itself holds up to $\tau\lambda L < 2$; we state and test the stricter $\tau\lambda L < 1$. The
+update is the one in Hurault et al.'s GS-PnP code, `z = (1 - lamb*tau) x + lamb*tau D(x)`, then the
+prox of the data term.) $L$ is the largest $\|\nabla^2 g_\theta\|$: `GradientStepDenoiser.hessian_norm`
+estimates it at a point by power iteration (a local estimate, not a bound).
 """
 
 from __future__ import annotations

@@ -331,7 +331,8 @@ def gs_pnp(
 
     **Convergence:** if $\nabla g$ is $L$-Lipschitz, $g$ is bounded below and $\tau\lambda L < 1$,
     $F(x_k)$ is non-increasing, $\|x_{k+1} - x_k\| \to 0$ and cluster points are stationary points of
-    $F$ (exact prox; with a finite `cg_iter` up to the CG error). `step` $\tau$ defaults to
+    $F$ (exact prox; with a finite `cg_iter` up to the CG error; the monotone decrease alone holds up
+    to $\tau\lambda L < 2$, see `jaxrecon.nets.gradient_step`). `step` $\tau$ defaults to
     $1/\lambda$ (so $z_k = D(x_k)$, as in the paper's code), for which the condition reads $L < 1$.
     `lam` is a positive scalar. `history` records ``"objective"`` ($F(x_k)$), ``"residual"``,
     ``"change"`` and with `reference` ``"error"``.
