@@ -1,4 +1,4 @@
-r"""Plug-and-play (PGD, ADMM, HQS) and RED: classical splittings with a denoiser in place of a prox.
+r"""Plug-and-play (PGD, ADMM, HQS), RED and gradient-step PnP: classical splittings with a denoiser.
 
 Every function takes the denoiser as a callable $D$: arrays of `op.in_shape` to the same shape and
 dtype. A network is passed as it is when it maps images to images, or wrapped: a
@@ -9,8 +9,10 @@ fixed-iteration run). This module never imports `jaxrecon.nets` (layering: solve
 
 With $D = \operatorname{prox}_{\gamma g}$ each scheme is its classical counterpart, which is what
 the tests check: PnP-PGD is ISTA / proximal gradient, PnP-ADMM is ADMM with $K = I$, PnP-HQS is
-alternating minimisation of $\tfrac12\|Ax-y\|^2 + \tfrac\mu2\|x - z\|^2 + g(z)$, and RED with a
-linear symmetric $D = W$ solves $(A^*A + \alpha(I - W))x = A^*y$.
+alternating minimisation of $\tfrac12\|Ax-y\|^2 + \tfrac\mu2\|x - z\|^2 + g(z)$ ($\gamma = 1/\mu$), and
+RED with a linear symmetric $D = W$ solves $(A^*A + \alpha(I - W))x = A^*y$. `gs_pnp` takes the
+potential $g$ of a gradient-step denoiser $D = I - \nabla g$ instead and is proximal gradient
+descent on $\tfrac12\|Ax-y\|^2 + \lambda g$.
 
 All return a `Solution` (`x`, `iterations`, `converged`, `residual_norm` $= \|Ax - y\|$,
 `history`, `nonfinite`) with the conventions of `admm`: `tol` stops on the relative change
