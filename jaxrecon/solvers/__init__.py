@@ -1,10 +1,13 @@
-"""Classical regularisation: iterative and direct solvers for linear inverse problems."""
+"""Classical regularisation: iterative and direct solvers for linear inverse problems, and the
+plug-and-play / RED iterations that take any denoiser as a callable."""
 
+from .admm import PENALTIES, admm, linearised_admm
 from .banach import banach_landweber, duality_map
 from .ista import fista, ista
 from .iterate import RESULTS, Solution, any_of, iterate, solution
 from .kaczmarz import kaczmarz, sart
 from .landweber import landweber
+from .plug_and_play import gs_pnp, pnp_admm, pnp_hqs, pnp_pgd, red
 from .proximal import (
     project_nonnegative,
     prox_elastic_net,
@@ -22,10 +25,12 @@ from .wavelets import WAVELETS, WaveletTransform, max_level, wavedec2, wavelet_f
 __all__ = [
     "RESULTS",
     "FiniteDifference",
+    "PENALTIES",
     "SVD",
     "Solution",
     "WAVELETS",
     "WaveletTransform",
+    "admm",
     "any_of",
     "as_matrix",
     "banach_landweber",
@@ -35,18 +40,24 @@ __all__ = [
     "finite_difference",
     "finite_difference_adjoint",
     "fista",
+    "gs_pnp",
     "ista",
     "iterate",
     "kaczmarz",
     "landweber",
+    "linearised_admm",
     "max_level",
     "minibatch_gradient",
     "nonnegative_tikhonov",
+    "pnp_admm",
+    "pnp_hqs",
+    "pnp_pgd",
     "project_nonnegative",
     "prox_elastic_net",
     "prox_l1",
     "prox_l2_squared",
     "prox_nonnegative_l1",
+    "red",
     "sart",
     "sgd",
     "soft_threshold",

@@ -50,6 +50,11 @@ class Solution(NamedTuple):
     result: Array | None = None
 
     @property
+    def nonfinite(self):
+        """`result == nonfinite` (bool array): NaN/inf in the data or in an update."""
+        return None if self.result is None else self.result == RESULTS.index("nonfinite")
+
+    @property
     def status(self):
         """`RESULTS[result]`: a name, or a nested list of names for a vmapped batch of solutions."""
         if self.result is None:
@@ -58,14 +63,18 @@ class Solution(NamedTuple):
         return RESULTS[int(codes)] if codes.ndim == 0 else np.vectorize(RESULTS.__getitem__)(codes).tolist()
 
 
-def solution(x, iterations, stopped, residual_norm, history=None, *, ruled: bool, data) -> Solution:
+def solution(x, iterations, stopped, residual_norm, history=None, *, ruled: bool, data, nonfinite=None) -> Solution:
     """A `Solution` with its `result` code (see `RESULTS`).
 
     Args:
         ruled: whether a stopping rule was given (else the run had a fixed number of steps).
         data: the data `y` the residual is measured against (its norm sets the divergence scale).
+        nonfinite: from solvers that guard their updates (ADMM, plug-and-play, RED): True when an
+            update went non-finite and the solver stopped at the last finite iterate `x`.
     """
     finite = jnp.all(jnp.isfinite(x)) & jnp.isfinite(residual_norm)
+    if nonfinite is not None:
+        finite = finite & ~nonfinite
     code = jnp.where(stopped, 0, 1 if ruled else 2)
     code = jnp.where(residual_norm > 10 * jnp.linalg.norm(jnp.ravel(data)), 4, code)
     code = jnp.where(finite, code, 3).astype(jnp.int32)
