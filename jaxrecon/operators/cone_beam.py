@@ -26,6 +26,8 @@ $\max(Z, Y, X)$ planes keeps working arrays of size `batch_size x rows x cols`. 
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -115,6 +117,7 @@ def _check_array(a, expected, name, what):
     return a
 
 
+@partial(jax.jit, static_argnums=(2, 3, 4))  # eager calls compile once per shape
 def _project(x, vectors, shape, det_shape, batch_size):
     xp = jnp.pad(x, _PAD).reshape(-1)
     return jax.lax.map(
@@ -132,9 +135,9 @@ def cone_project(
     Usually called through `project`.
 
     Example:
-        >>> g = ConeBeamGeometry.uniform((8, 8, 8), 4, (12, 16), 30.0, 10.0)
+        >>> g = ConeBeamGeometry.uniform((8, 8, 8), 4, (16, 16), 30.0, 10.0)
         >>> cone_project(jnp.ones((8, 8, 8)), g).shape
-        (4, 12, 16)
+        (4, 16, 16)
     """
     _check_batch_size(batch_size)
     vectors = _prepare(geom)
@@ -150,8 +153,8 @@ def cone_backproject(
     $\langle Ax, y\rangle = \langle x, A^\top y\rangle$ to rounding. Usually called through `backproject`.
 
     Example:
-        >>> g = ConeBeamGeometry.uniform((8, 8, 8), 4, (12, 16), 30.0, 10.0)
-        >>> cone_backproject(jnp.ones((4, 12, 16)), g).shape
+        >>> g = ConeBeamGeometry.uniform((8, 8, 8), 4, (16, 16), 30.0, 10.0)
+        >>> cone_backproject(jnp.ones((4, 16, 16)), g).shape
         (8, 8, 8)
     """
     _check_batch_size(batch_size)

@@ -209,7 +209,7 @@ class ConeBeamGeometry(eqx.Module):
         r"""A full turn of equally spaced angles $\beta_k = 2\pi k/\text{num\_angles}$.
 
         Example:
-            >>> ConeBeamGeometry.uniform((8, 8, 8), 4, (12, 16), 30.0, 10.0).angles.shape
+            >>> ConeBeamGeometry.uniform((8, 8, 8), 4, (16, 16), 30.0, 10.0).angles.shape
             (4,)
         """
         if isinstance(num_angles, bool) or not isinstance(num_angles, (int, np.integer)) or num_angles <= 0:
@@ -256,9 +256,9 @@ class ConeBeamVecGeometry(eqx.Module):
     `det_shape = (rows, cols)` are static.
 
     Example:
-        >>> g = ConeBeamVecGeometry.from_astra((8, 8, 8), ConeBeamGeometry.uniform((8, 8, 8), 4, (12, 16), 30.0, 10.0).vectors(), (12, 16))
+        >>> g = ConeBeamVecGeometry.from_astra((8, 8, 8), ConeBeamGeometry.uniform((8, 8, 8), 4, (16, 16), 30.0, 10.0).vectors(), (16, 16))
         >>> g.sinogram_shape
-        (4, 12, 16)
+        (4, 16, 16)
     """
 
     source: Float[Array, "angles 3"]

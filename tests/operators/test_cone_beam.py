@@ -1,0 +1,212 @@
+"""Cone beam: geometry, projector, exact adjoint, analytic ellipsoid projections, transforms, solvers.
+
+Small volumes (8-16 voxels a side), few views, float64 (tests/conftest.py) unless a test says float32.
+"""
+
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrecon.operators import ConeBeamGeometry, ConeBeamVecGeometry, XRayTransform, backproject, project
+from jaxrecon.operators.cone_beam import cone_backproject, cone_project
+from jaxrecon.phantoms import EllipsoidPhantom, ellipsoid_projections, rasterize_ellipsoids
+from jaxrecon.solvers import cgls
+
+SHAPE = (8, 10, 12)  # (Z, Y, X), deliberately not cubic
+DET = (18, 26)
+
+
+def _geom(num_angles=5, r=30.0, d=15.0, **kw):
+    return ConeBeamGeometry.uniform(SHAPE, num_angles, DET, r, d, **kw)
+
+
+PHANTOM = EllipsoidPhantom(
+    centre=[[0.1, -0.05, 0.0], [-0.2, 0.1, 0.15]],
+    axes=[[0.6, 0.45, 0.5], [0.2, 0.3, 0.25]],
+    rotation=[0.4, -0.3],
+    value=[1.0, 0.5],
+)
+
+
+def test_detector_sees_the_volume_without_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _geom()
+
+
+# --- Geometry -------------------------------------------------------------------------------------------
+
+
+def test_vectors_follow_astra_cone_convention():
+    g = ConeBeamGeometry((8, 8, 8), jnp.array([0.0, jnp.pi / 2]), (16, 16), 30.0, 10.0, det_spacing=(1.5, 2.0))
+    vec = np.asarray(g.vectors())
+    # ASTRA geom_2vec for 'cone': src = R(sin b, -cos b, 0), d = D(-sin b, cos b, 0),
+    # u = sx (cos b, sin b, 0), v = (0, 0, sy); sx = column spacing, sy = row spacing.
+    np.testing.assert_allclose(vec[0], [0, -30, 0, 0, 10, 0, 2, 0, 0, 0, 0, 1.5], atol=1e-12)
+    np.testing.assert_allclose(vec[1], [30, 0, 0, -10, 0, 0, 0, 2, 0, 0, 0, 1.5], atol=1e-12)
+
+
+def test_offset_moves_the_detector_centre():
+    g = ConeBeamGeometry((8, 8, 8), jnp.array([0.0]), (16, 16), 30.0, 10.0, det_offset=(0.5, -1.0))
+    np.testing.assert_allclose(np.asarray(g.vectors())[0, 3:6], [-1.0, 10.0, 0.5], atol=1e-12)
+
+
+def test_vec_geometry_round_trip_and_same_projections():
+    g = _geom()
+    v = ConeBeamVecGeometry.from_astra(SHAPE, g.vectors(), DET)
+    np.testing.assert_array_equal(np.asarray(v.vectors()), np.asarray(g.vectors()))
+    x = jax.random.uniform(jax.random.PRNGKey(0), SHAPE)
+    np.testing.assert_allclose(project(x, v), project(x, g), rtol=0, atol=1e-12)
+    assert g.to_vec().sinogram_shape == g.sinogram_shape == (5,) + DET
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(source_origin=-5.0), "source_origin must be positive, got -5.0"),
+        (dict(source_origin=0.0), "source_origin must be positive, got 0.0"),
+        (dict(origin_detector=0.0), "origin_detector must be positive, got 0.0"),
+        (dict(source_origin=7.0), r"source_origin must exceed 8.515.*got 7.0"),
+        (dict(det_spacing=(1.0, -1.0)), r"det_spacing must be positive, got \[1.0, -1.0\]"),
+        (dict(source_origin=float("nan")), "source_origin must be finite"),
+        (dict(angles=[]), "angles must be a non-empty 1-D array"),
+        (dict(shape=(8, 0, 8)), r"shape must be a tuple of 3 positive ints, got \(8, 0, 8\)"),
+        (dict(det_shape=(16,)), "det_shape must be a tuple of 2 positive ints"),
+    ],
+)
+def test_bad_geometry_is_a_clear_error(kwargs, match):
+    args = dict(shape=SHAPE, angles=[0.0, 1.0], det_shape=DET, source_origin=30.0, origin_detector=15.0)
+    args.update(kwargs)
+    with pytest.raises((ValueError, TypeError), match=match):
+        ConeBeamGeometry(**args)
+
+
+def test_vec_source_inside_the_volume_is_an_error():
+    g = _geom()
+    src = np.array(g.to_vec().source)
+    src[2] = [0.0, -6.0, 0.0]  # inside the support box (half-size 5.5 in y), not the circular check
+    with pytest.raises(ValueError, match=r"view 2 has its source at \[0.0, -6.0, 0.0\]"):
+        ConeBeamVecGeometry(SHAPE, src, g.to_vec().detector_centre, g.to_vec().detector_u, g.to_vec().detector_v, DET)
+
+
+def test_vec_parallel_detector_axes_is_an_error():
+    v = _geom().to_vec()
+    with pytest.raises(ValueError, match="detector_u and detector_v must be non-zero and not parallel"):
+        ConeBeamVecGeometry(SHAPE, v.source, v.detector_centre, v.detector_u, v.detector_u, DET)
+
+
+def test_small_detector_warns():
+    with pytest.warns(UserWarning, match=r"detector \(4 x 4 pixels\) does not see the whole volume in view 0"):
+        ConeBeamGeometry.uniform(SHAPE, 3, (4, 4), 30.0, 15.0)
+
+
+# --- Projector: adjoint, analytic reference ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype, tol", [(jnp.float64, 1e-12), (jnp.float32, 1e-5)])
+def test_dot_test(dtype, tol):
+    g = _geom()
+    kx, ky = jax.random.split(jax.random.PRNGKey(1))
+    x = jax.random.normal(kx, SHAPE, dtype)
+    y = jax.random.normal(ky, g.sinogram_shape, dtype)
+    ax, aty = project(x, g), backproject(y, g)
+    assert ax.dtype == aty.dtype == dtype
+    lhs, rhs = float(jnp.vdot(ax.astype(jnp.float64), y)), float(jnp.vdot(x, aty.astype(jnp.float64)))
+    assert abs(lhs - rhs) <= tol * abs(lhs)
+
+
+def test_batch_size_changes_nothing():
+    g = _geom()
+    x = jax.random.uniform(jax.random.PRNGKey(2), SHAPE)
+    np.testing.assert_allclose(cone_project(x, g, batch_size=2), cone_project(x, g), rtol=0, atol=1e-12)
+
+
+def test_ellipsoid_chord_through_a_ball_is_its_diameter():
+    # Ball of radius 0.5 (normalised) in a 16^3 volume: radius 4 voxels; the central ray crosses it over 8.
+    g = ConeBeamGeometry.uniform((16, 16, 16), 2, (31, 31), 40.0, 20.0)
+    ball = EllipsoidPhantom([[0.0, 0.0, 0.0]], [[0.5, 0.5, 0.5]], [0.0], [2.0])
+    p = ellipsoid_projections(ball, g)
+    np.testing.assert_allclose(p[:, 15, 15], 2.0 * 8.0, rtol=1e-12)
+    # A ray at height h on the detector passes the centre at distance h * R / (R + D) (perpendicular offset).
+    h = 3.0 * 40.0 / 60.0
+    dist = h / math.sqrt(1 + (3.0 / 60.0) ** 2)
+    np.testing.assert_allclose(p[0, 18, 15], 2.0 * 2 * math.sqrt(16 - dist**2), rtol=1e-12)
+
+
+def test_projection_of_rasterised_ellipsoids_converges_to_the_analytic_projection():
+    """Relative L2 error of project(raster) against the exact line integrals falls as voxels shrink.
+
+    The same physical setup at 8^3 and 16^3 voxels (all lengths scale with n); rasterised with 4^3
+    sub-samples per voxel. Measured: 0.206 at n = 8, 0.099 at n = 16 (first order).
+    """
+    errors = []
+    for n in (8, 16):
+        g = ConeBeamGeometry.uniform((n, n, n), 3, (2 * n + 4, 2 * n + 8), 3.0 * n, 1.5 * n)
+        ref = ellipsoid_projections(PHANTOM, g)
+        p = project(rasterize_ellipsoids(PHANTOM, g.shape, supersample=4), g)
+        errors.append(float(jnp.linalg.norm(p - ref) / jnp.linalg.norm(ref)))
+    assert errors[0] < 0.25
+    assert errors[1] < 0.6 * errors[0]
+
+
+# --- Transformations -------------------------------------------------------------------------------------
+
+
+def test_vmap_over_volumes_equals_stacking_and_jit_equals_eager():
+    g = _geom(3)
+    xs = jax.random.uniform(jax.random.PRNGKey(3), (2,) + SHAPE)
+    stacked = jnp.stack([project(x, g) for x in xs])
+    np.testing.assert_allclose(jax.vmap(project, (0, None))(xs, g), stacked, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(jax.jit(project)(xs[0], g), stacked[0], rtol=0, atol=1e-12)
+    ys = jax.random.uniform(jax.random.PRNGKey(4), (2,) + g.sinogram_shape)
+    np.testing.assert_allclose(
+        jax.vmap(backproject, (0, None))(ys, g), jnp.stack([backproject(y, g) for y in ys]), rtol=0, atol=1e-12
+    )
+
+
+def test_vmap_over_geometries():
+    rs = jnp.array([30.0, 35.0])
+    x = jax.random.uniform(jax.random.PRNGKey(5), SHAPE)
+    out = jax.vmap(lambda r: project(x, ConeBeamGeometry.uniform(SHAPE, 3, DET, r, 15.0)))(rs)
+    for i, r in enumerate((30.0, 35.0)):
+        np.testing.assert_allclose(out[i], project(x, ConeBeamGeometry.uniform(SHAPE, 3, DET, r, 15.0)), atol=1e-12)
+
+
+def test_grad_wrt_source_origin_matches_finite_differences():
+    x = rasterize_ellipsoids(PHANTOM, SHAPE, supersample=2)
+    w = jax.random.uniform(jax.random.PRNGKey(6), (3,) + DET)
+
+    def loss(r):
+        return jnp.sum(w * project(x, ConeBeamGeometry.uniform(SHAPE, 3, DET, r, 15.0)))
+
+    grad = float(jax.jit(jax.grad(loss))(30.0))
+    h = 1e-5
+    fd = (float(loss(30.0 + h)) - float(loss(30.0 - h))) / (2 * h)
+    assert abs(grad) > 1e-3
+    assert abs(grad - fd) <= 1e-5 * abs(fd)
+
+
+# --- Solvers work unchanged ------------------------------------------------------------------------------
+
+
+def test_cgls_on_the_cone_beam_transform_reduces_the_residual():
+    g = _geom(8)
+    op = XRayTransform(g)
+    assert op.in_shape == SHAPE and op.out_shape == (8,) + DET
+    y = ellipsoid_projections(PHANTOM, g)
+    sol = cgls(op, y, max_iter=10)
+    assert float(sol.residual_norm) < 0.2 * float(jnp.linalg.norm(y))
+
+
+def test_options_for_the_wrong_geometry_are_clear_errors():
+    g = _geom(3)
+    with pytest.raises(ValueError, match="unroll applies to the 2D geometries"):
+        project(jnp.zeros(SHAPE), g, unroll=2)
+    with pytest.raises(ValueError, match="expects a volume of shape"):
+        project(jnp.zeros((8, 8)), g)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        cone_backproject(jnp.zeros(g.sinogram_shape), g, batch_size=0)
