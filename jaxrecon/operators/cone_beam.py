@@ -125,6 +125,13 @@ def _project(x, vectors, shape, det_shape, batch_size):
     )
 
 
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _backproject(y, vectors, shape, det_shape, batch_size):
+    primal = jax.ShapeDtypeStruct(shape, y.dtype)
+    transpose = jax.linear_transpose(lambda x: _project(x, vectors, shape, det_shape, batch_size), primal)
+    return transpose(y)[0]
+
+
 def cone_project(
     x: Float[Array, "Z Y X"], geom: ConeBeamGeometry | ConeBeamVecGeometry, *, batch_size: int = 8
 ) -> Float[Array, "views rows cols"]:
@@ -160,8 +167,4 @@ def cone_backproject(
     _check_batch_size(batch_size)
     vectors = _prepare(geom)
     y = _check_array(y, geom.sinogram_shape, "backproject", "projections")
-    primal = jax.ShapeDtypeStruct(geom.shape, y.dtype)
-    transpose = jax.linear_transpose(
-        lambda x: _project(x, vectors, geom.shape, geom.det_shape, batch_size), primal
-    )
-    return transpose(y)[0]
+    return _backproject(y, vectors, geom.shape, geom.det_shape, batch_size)
