@@ -166,9 +166,9 @@ class ConeBeamGeometry(eqx.Module):
     `(V, rows, cols)` (`sinogram_shape`).
 
     Example:
-        >>> g = ConeBeamGeometry.uniform((16, 16, 16), 8, (24, 32), source_origin=40.0, origin_detector=20.0)
+        >>> g = ConeBeamGeometry.uniform((16, 16, 16), 8, (32, 32), source_origin=40.0, origin_detector=20.0)
         >>> g.sinogram_shape, g.vectors().shape
-        ((8, 24, 32), (8, 12))
+        ((8, 32, 32), (8, 12))
     """
 
     angles: Float[Array, " angles"]
