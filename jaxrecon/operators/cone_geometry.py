@@ -29,8 +29,10 @@ $$ S = R_{so}(\sin\beta, -\cos\beta, 0),\quad D = R_{od}(-\sin\beta, \cos\beta, 
 $R_{so}$ = `source_origin`, $R_{od}$ = `origin_detector`, $(\Delta_r, \Delta_c)$ = `det_spacing`,
 $(o_r, o_c)$ = `det_offset` (voxel units; ASTRA's `cone` has no offset, so with zero offset this is
 `astra.create_proj_geom('cone', Δc, Δr, R, C, angles, R_so, R_od)` on
-`astra.create_vol_geom(Y, X, Z)`, whose `geom_2vec` gives the same vectors). Every $z$ slice through the
-source plane is the 2D `FanBeamGeometry` orbit of the same angles (up to the 2D $y$ flip noted above).
+`astra.create_vol_geom(Y, X, Z)`, whose `geom_2vec` gives the same vectors). The source plane $z = 0$
+is the 2D `FanBeamGeometry` orbit of the same angles: for odd `Z` and odd `rows` (zero row offset) the
+central detector row of `project(x, cone)` is `project(x[Z // 2, ::-1, :], fan)` (rows flipped: 2D $y$
+points up), to rounding (tested).
 
 **Validity.** Each ray is the full line through $S$ and $P_{rc}$; this is the ray from the source only
 if the line meets the volume's support (the box of half-sizes $(X+1)/2, (Y+1)/2, (Z+1)/2$: the voxels

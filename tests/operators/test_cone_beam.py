@@ -11,7 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrecon.operators import ConeBeamGeometry, ConeBeamVecGeometry, XRayTransform, backproject, project
+from jaxrecon.operators import (
+    ConeBeamGeometry,
+    ConeBeamVecGeometry,
+    FanBeamGeometry,
+    XRayTransform,
+    backproject,
+    project,
+)
 from jaxrecon.operators.cone_beam import cone_backproject, cone_project
 from jaxrecon.phantoms import EllipsoidPhantom, ellipsoid_projections, rasterize_ellipsoids
 from jaxrecon.solvers import cgls
@@ -123,6 +130,17 @@ def test_batch_size_changes_nothing():
     g = _geom()
     x = jax.random.uniform(jax.random.PRNGKey(2), SHAPE)
     np.testing.assert_allclose(cone_project(x, g, batch_size=2), cone_project(x, g), rtol=0, atol=1e-12)
+
+
+def test_central_row_is_the_fan_beam_projection_of_the_central_slice():
+    """Odd Z and rows: the central detector row's rays lie in the slice z = 0, where the 3D Joseph sum is
+    the 2D fan-beam one (`fan_project`, tested on its own) of that slice, rows flipped (2D y points up)."""
+    z, y, x = 5, 10, 12
+    angles = jnp.linspace(0, 2 * jnp.pi, 5, endpoint=False) + 0.1
+    g3 = ConeBeamGeometry((z, y, x), angles, (11, 26), 30.0, 15.0, det_offset=(0.0, 0.3))
+    g2 = FanBeamGeometry((y, x), angles, 26, 30.0, 15.0, 1.0, 0.3)
+    vol = jax.random.uniform(jax.random.PRNGKey(9), (z, y, x))
+    np.testing.assert_allclose(project(vol, g3)[:, 5, :], project(vol[z // 2, ::-1, :], g2), rtol=0, atol=1e-12)
 
 
 def test_ellipsoid_chord_through_a_ball_is_its_diameter():
