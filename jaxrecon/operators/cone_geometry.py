@@ -38,8 +38,9 @@ points up), to rounding (tested).
 if the line meets the volume's support (the box of half-sizes $(X+1)/2, (Y+1)/2, (Z+1)/2$: the voxels
 plus the trilinear interpolation margin) on the detector's side of the source. The constructors raise
 `ValueError` (naming the parameter and value) for non-positive distances or spacings, non-finite
-values, an empty angle list, or a source for which some ray meets the support behind or at the source
-(circular orbit: `source_origin` must exceed $\sqrt{(X+1)^2 + (Y+1)^2}/2$). A detector too small to
+values, an empty angle list, or a source not clear of the support (circular orbit: `source_origin` must
+exceed $\sqrt{(X+1)^2 + (Y+1)^2}/2$; vector form: the whole box and the detector must lie ahead of the
+source in the direction of the volume's centre, a sufficient condition checked on corners only). A detector too small to
 see the whole volume (the projection of its box is not inside the detector) is legal
 (region-of-interest data) and gives a `UserWarning`. Checks run on concrete values; traced values are
 not checked.
@@ -114,27 +115,33 @@ def _check_views(shape, det_shape, src, centre, u, v, name):
             f"u = {u[bad[0]].tolist()}, v = {v[bad[0]].tolist()}"
         )
     half = _support_half_sizes(shape)
-    # Slab test for each ray S + t r: the line must meet the box only at t > 0 (in front of the source).
-    r = _pixel_centres(det_shape, centre, u, v) - src[:, None, None, :]
-    s = src[:, None, None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t1, t2 = (-half - s) / r, (half - s) / r
-    parallel = r == 0
-    inside_slab = np.abs(s) <= half
-    lo = np.where(parallel, np.where(inside_slab, -np.inf, np.inf), np.minimum(t1, t2))
-    hi = np.where(parallel, np.where(inside_slab, np.inf, -np.inf), np.maximum(t1, t2))
-    t_in, t_out = lo.max(-1), hi.min(-1)
-    behind = (t_in <= t_out) & (t_in <= 0)
-    if behind.any():
-        view = int(np.argwhere(behind)[0][0])
-        dist = float(np.linalg.norm(src[view]))
+    # Every ray must meet the support box only in front of the source. Sufficient, and cheap (corners
+    # only, not every pixel): with n the unit vector from the source towards the volume's centre, all
+    # 8 box corners and all 4 detector corner pixels lie strictly ahead of the source along n.
+    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float64)
+    dist = np.linalg.norm(src, axis=1)
+    n = -src / np.maximum(dist, 1e-300)[:, None]
+    ahead = np.einsum("vkc,vc->vk", corners[None] * half - src[:, None, :], n).min(axis=1)
+    bad = np.flatnonzero(~(ahead > 0) | ~(dist > 0))
+    if bad.size:
+        view = int(bad[0])
         raise ValueError(
             f"{name}: the source must lie outside the volume's support (the box of half-sizes (x, y, z) = "
-            f"{tuple(half.tolist())}, voxels plus the interpolation margin) with every ray meeting it in front "
-            f"of the source; view {view} has its source at {src[view].tolist()} (distance {dist:.4g} from the centre)"
+            f"{tuple(half.tolist())}, voxels plus the interpolation margin), with the whole box ahead of it "
+            f"towards the centre; view {view} has its source at {src[view].tolist()} (distance "
+            f"{dist[view]:.4g} from the centre)"
+        )
+    rows, cols = det_shape
+    det_corners = np.array([[-1, -1], [-1, 1], [1, -1], [1, 1]], np.float64)
+    pix = (centre[:, None, :] + det_corners[None, :, 1:2] * (cols - 1) / 2 * u[:, None, :]
+           + det_corners[None, :, 0:1] * (rows - 1) / 2 * v[:, None, :])
+    bad = np.flatnonzero(~(np.einsum("vkc,vc->vk", pix - src[:, None, :], n).min(axis=1) > 0))
+    if bad.size:
+        raise ValueError(
+            f"{name}: the detector must face the volume: in view {int(bad[0])} some detector pixels are not "
+            "ahead of the source towards the volume's centre"
         )
     # Truncation: project the 8 corners of the voxel box onto each detector plane.
-    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float64)
     corners = corners * (half - 0.5)
     n = cross / np.linalg.norm(cross, axis=1, keepdims=True)
     a = corners[None, :, :] - src[:, None, :]  # (V, 8, 3)
@@ -144,7 +151,6 @@ def _check_views(shape, det_shape, src, centre, u, v, name):
                      np.stack([np.sum(u * v, 1), np.sum(v * v, 1)], -1)], -2)  # (V, 2, 2)
     rhs = np.stack([np.sum(q * u[:, None, :], -1), np.sum(q * v[:, None, :], -1)], -1)  # (V, 8, 2)
     coords = np.linalg.solve(gram[:, None], rhs[..., None])[..., 0]  # (col, row) offsets in pixels
-    rows, cols = det_shape
     limit = np.array([cols / 2, rows / 2])
     out = np.abs(coords) > limit * (1 + 1e-9)
     if out.any():

@@ -92,12 +92,16 @@ def test_bad_geometry_is_a_clear_error(kwargs, match):
         ConeBeamGeometry(**args)
 
 
-def test_vec_source_inside_the_volume_is_an_error():
-    g = _geom()
-    src = np.array(g.to_vec().source)
-    src[2] = [0.0, -6.0, 0.0]  # inside the support box (half-size 5.5 in y), not the circular check
-    with pytest.raises(ValueError, match=r"view 2 has its source at \[0.0, -6.0, 0.0\]"):
-        ConeBeamVecGeometry(SHAPE, src, g.to_vec().detector_centre, g.to_vec().detector_u, g.to_vec().detector_v, DET)
+def test_vec_source_inside_the_volume_or_detector_facing_away_is_an_error():
+    v = _geom().to_vec()
+    src = np.array(v.source)
+    src[2] = [0.0, -4.0, 0.0]  # inside the support box (half-size 5.5 in y)
+    with pytest.raises(ValueError, match=r"source must lie outside.*view 2 has its source at \[0.0, -4.0, 0.0\]"):
+        ConeBeamVecGeometry(SHAPE, src, v.detector_centre, v.detector_u, v.detector_v, DET)
+    centre = np.array(v.detector_centre)
+    centre[1] = 2 * np.asarray(v.source)[1] - centre[1]  # the detector mirrored behind the source
+    with pytest.raises(ValueError, match="detector must face the volume: in view 1"):
+        ConeBeamVecGeometry(SHAPE, v.source, centre, v.detector_u, v.detector_v, DET)
 
 
 def test_vec_parallel_detector_axes_is_an_error():
