@@ -2,7 +2,7 @@
 phantoms and their exact cone-beam projections."""
 
 from .ellipses import EllipsePhantom, ellipse_sinogram, random_ellipse_phantom, random_ellipses, rasterize
-from .ellipsoids import EllipsoidPhantom, ellipsoid_projections, rasterize_ellipsoids
+from .ellipsoids import EllipsoidPhantom, ellipsoid_projections, rasterize_ellipsoids, shepp_logan_ellipsoids
 from .shepp_logan import shepp_logan, shepp_logan_ellipses
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "rasterize",
     "shepp_logan",
     "shepp_logan_ellipses",
+    "shepp_logan_ellipsoids",
 ]

@@ -20,7 +20,14 @@ from jaxrecon.operators import (
     project,
 )
 from jaxrecon.operators.cone_beam import cone_backproject, cone_project
-from jaxrecon.phantoms import EllipsoidPhantom, ellipsoid_projections, rasterize_ellipsoids
+from jaxrecon.phantoms import (
+    EllipsoidPhantom,
+    ellipsoid_projections,
+    rasterize,
+    rasterize_ellipsoids,
+    shepp_logan_ellipses,
+    shepp_logan_ellipsoids,
+)
 from jaxrecon.solvers import cgls
 
 SHAPE = (8, 10, 12)  # (Z, Y, X), deliberately not cubic
@@ -157,6 +164,11 @@ def test_ellipsoid_chord_through_a_ball_is_its_diameter():
     h = 3.0 * 40.0 / 60.0
     dist = h / math.sqrt(1 + (3.0 / 60.0) ** 2)
     np.testing.assert_allclose(p[0, 18, 15], 2.0 * 2 * math.sqrt(16 - dist**2), rtol=1e-12)
+
+
+def test_shepp_logan_ellipsoids_central_slice_is_the_2d_phantom():
+    vol = rasterize_ellipsoids(shepp_logan_ellipsoids(), (1, 33, 32))
+    np.testing.assert_allclose(vol[0, ::-1], rasterize(shepp_logan_ellipses(), (33, 32)), rtol=0, atol=1e-12)
 
 
 def test_projection_of_rasterised_ellipsoids_converges_to_the_analytic_projection():
