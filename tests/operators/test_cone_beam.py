@@ -154,6 +154,22 @@ def test_central_row_is_the_fan_beam_projection_of_the_central_slice():
     np.testing.assert_allclose(project(vol, g3)[:, 5, :], project(vol[z // 2, ::-1, :], g2), rtol=0, atol=1e-12)
 
 
+def test_rays_along_z_match_the_same_setup_with_x_and_z_swapped():
+    """A source above the volume (rays step over z planes) equals the mirrored setup along x; against the
+    exact projections the relative error is 0.234 at 8^3 (measured; 0.109 at 16^3 with lengths scaled)."""
+    n = 8
+    vol = jax.random.uniform(jax.random.PRNGKey(10), (n, n, n))
+    one = jnp.ones((2, 1))
+    ex, ey, ez = (jnp.asarray(e, jnp.float64) * one for e in ([1, 0, 0], [0, 1, 0], [0, 0, 1]))
+    tilt = jnp.array([[0.0], [0.3]])  # a second view with the source off the axis
+    down = ConeBeamVecGeometry((n, n, n), 30 * ez + 2 * tilt * ex, -15 * ez, ex, ey, (16, 16))
+    side = ConeBeamVecGeometry((n, n, n), 30 * ex + 2 * tilt * ez, -15 * ex, ez, ey, (16, 16))
+    np.testing.assert_allclose(project(vol, down), project(vol.transpose(2, 1, 0), side), rtol=0, atol=1e-12)
+    ref = ellipsoid_projections(PHANTOM, down)
+    err = jnp.linalg.norm(project(rasterize_ellipsoids(PHANTOM, (n, n, n), supersample=4), down) - ref)
+    assert float(err / jnp.linalg.norm(ref)) < 0.25
+
+
 def test_ellipsoid_chord_through_a_ball_is_its_diameter():
     # Ball of radius 0.5 (normalised) in a 16^3 volume: radius 4 voxels; the central ray crosses it over 8.
     g = ConeBeamGeometry.uniform((16, 16, 16), 2, (31, 31), 40.0, 20.0)
