@@ -2,7 +2,12 @@
 convolution, Fourier, matrices, noise."""
 
 from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry
-from .convolution import CircularConvolution, circular_convolve, circular_correlate, gaussian_kernel
+from .convolution import (
+    CircularConvolution,
+    circular_convolve,
+    circular_correlate,
+    gaussian_kernel,
+)
 from .fan_geometry import FanBeamGeometry, FanBeamVecGeometry
 from .fbp import fbp, fbp_filter
 from .fourier import SubsampledFourier, cartesian_mask, radial_mask

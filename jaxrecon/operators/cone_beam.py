@@ -39,7 +39,7 @@ from jaxtyping import Array, Float
 
 from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry
 
-__all__ = ["cone_project", "cone_backproject"]
+__all__ = ["cone_backproject", "cone_project"]
 
 _PAD = 2  # zero border: clipped indices land on zeros
 
@@ -67,7 +67,7 @@ def _view_projection(xp, src, centre, u, v, shape, det_shape):
     # The two other axes, in increasing order.
     b1 = jnp.where(dom == 0, 1, 0)
     b2 = jnp.where(dom == 2, 1, 2)
-    take = lambda vec, ax: jnp.take_along_axis(vec, ax[..., None], axis=-1)[..., 0]  # noqa: E731
+    take = lambda vec, ax: jnp.take_along_axis(vec, ax[..., None], axis=-1)[..., 0]
     src_b = jnp.broadcast_to(src, ray.shape)
     half = (jnp.asarray(sizes, dtype) - 1) / 2
     half_b = jnp.broadcast_to(half, ray.shape)
@@ -94,7 +94,7 @@ def _view_projection(xp, src, centre, u, v, shape, det_shape):
         i1 = jnp.clip(jnp.clip(f1, -_PAD, n_1.astype(dtype)).astype(jnp.int32), -_PAD, n_1)
         i2 = jnp.clip(jnp.clip(f2, -_PAD, n_2.astype(dtype)).astype(jnp.int32), -_PAD, n_2)
         flat = base + kk * st_a + i1 * st_1 + i2 * st_2
-        g = lambda idx: xp.at[idx].get(mode="promise_in_bounds")  # noqa: E731
+        g = lambda idx: xp.at[idx].get(mode="promise_in_bounds")
         v00, v01 = g(flat), g(flat + st_2)
         v10, v11 = g(flat + st_1), g(flat + st_1 + st_2)
         lo = v00 + w2 * (v01 - v00)

@@ -182,8 +182,8 @@ class ConeBeamGeometry(eqx.Module):
     angles: Float[Array, " angles"]
     source_origin: Float[Array, ""]
     origin_detector: Float[Array, ""]
-    det_spacing: Float[Array, "2"]
-    det_offset: Float[Array, "2"]
+    det_spacing: Float[Array, 2]
+    det_offset: Float[Array, 2]
     shape: tuple[int, int, int] = eqx.field(static=True)
     det_shape: tuple[int, int] = eqx.field(static=True)
 

@@ -18,16 +18,16 @@ from __future__ import annotations
 import equinox as eqx
 from jaxtyping import Array, Float
 
-from .radon import backproject as _parallel_backproject
-from .radon import radon
 from .cone_beam import cone_backproject, cone_project
 from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry
 from .fan_beam import fan_backproject, fan_project
 from .fan_geometry import FanBeamGeometry, FanBeamVecGeometry
 from .geometry import ParallelBeamGeometry
 from .linear_operator import LinearOperator
+from .radon import backproject as _parallel_backproject
+from .radon import radon
 
-__all__ = ["project", "backproject", "XRayTransform", "Geometry"]
+__all__ = ["Geometry", "XRayTransform", "backproject", "project"]
 
 Geometry = ParallelBeamGeometry | FanBeamGeometry | FanBeamVecGeometry | ConeBeamGeometry | ConeBeamVecGeometry
 _GEOMETRIES = (ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry, ConeBeamGeometry, ConeBeamVecGeometry)

@@ -29,9 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from jaxrecon.operators.cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry, _check_ints
+from jaxrecon.operators.cone_geometry import (
+    ConeBeamGeometry,
+    ConeBeamVecGeometry,
+    _check_ints,
+)
 
-__all__ = ["EllipsoidPhantom", "rasterize_ellipsoids", "ellipsoid_projections", "shepp_logan_ellipsoids"]
+__all__ = ["EllipsoidPhantom", "ellipsoid_projections", "rasterize_ellipsoids", "shepp_logan_ellipsoids"]
 
 #: Semi-axes along z of the 10 Shepp-Logan ellipsoids, in the order of `MODIFIED_SHEPP_LOGAN`: ODL's 3D
 #: table (odlgroup/odl, `phantom/transmission.py`, `_shepp_logan_ellipsoids_3d`), which extrudes the

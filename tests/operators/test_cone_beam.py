@@ -81,19 +81,19 @@ def test_vec_geometry_round_trip_and_same_projections():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(source_origin=-5.0), "source_origin must be positive, got -5.0"),
-        (dict(source_origin=0.0), "source_origin must be positive, got 0.0"),
-        (dict(origin_detector=0.0), "origin_detector must be positive, got 0.0"),
-        (dict(source_origin=7.0), r"source_origin must exceed 8.515.*got 7.0"),
-        (dict(det_spacing=(1.0, -1.0)), r"det_spacing must be positive, got \[1.0, -1.0\]"),
-        (dict(source_origin=float("nan")), "source_origin must be finite"),
-        (dict(angles=[]), "angles must be a non-empty 1-D array"),
-        (dict(shape=(8, 0, 8)), r"shape must be a tuple of 3 positive ints, got \(8, 0, 8\)"),
-        (dict(det_shape=(16,)), "det_shape must be a tuple of 2 positive ints"),
+        ({"source_origin": -5.0}, "source_origin must be positive, got -5.0"),
+        ({"source_origin": 0.0}, "source_origin must be positive, got 0.0"),
+        ({"origin_detector": 0.0}, "origin_detector must be positive, got 0.0"),
+        ({"source_origin": 7.0}, r"source_origin must exceed 8.515.*got 7.0"),
+        ({"det_spacing": (1.0, -1.0)}, r"det_spacing must be positive, got \[1.0, -1.0\]"),
+        ({"source_origin": float("nan")}, "source_origin must be finite"),
+        ({"angles": []}, "angles must be a non-empty 1-D array"),
+        ({"shape": (8, 0, 8)}, r"shape must be a tuple of 3 positive ints, got \(8, 0, 8\)"),
+        ({"det_shape": (16,)}, "det_shape must be a tuple of 2 positive ints"),
     ],
 )
 def test_bad_geometry_is_a_clear_error(kwargs, match):
-    args = dict(shape=SHAPE, angles=[0.0, 1.0], det_shape=DET, source_origin=30.0, origin_detector=15.0)
+    args = {"shape": SHAPE, "angles": [0.0, 1.0], "det_shape": DET, "source_origin": 30.0, "origin_detector": 15.0}
     args.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=match):
         ConeBeamGeometry(**args)
