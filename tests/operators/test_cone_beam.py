@@ -224,6 +224,10 @@ def test_vmap_over_geometries():
     out = jax.vmap(lambda r: project(x, ConeBeamGeometry.uniform(SHAPE, 5, DET, r, 15.0)))(rs)
     for i, r in enumerate((30.0, 35.0)):
         np.testing.assert_allclose(out[i], project(x, ConeBeamGeometry.uniform(SHAPE, 5, DET, r, 15.0)), atol=1e-12)
+    y = jax.random.uniform(jax.random.PRNGKey(11), (5,) + DET)
+    back = jax.vmap(lambda r: backproject(y, ConeBeamGeometry.uniform(SHAPE, 5, DET, r, 15.0)))(rs)
+    for i, r in enumerate((30.0, 35.0)):
+        np.testing.assert_allclose(back[i], backproject(y, ConeBeamGeometry.uniform(SHAPE, 5, DET, r, 15.0)), atol=1e-12)
 
 
 def test_grad_wrt_source_origin_matches_finite_differences_for_project_and_backproject():
