@@ -1,7 +1,13 @@
-"""Forward models: geometries (parallel and fan beam), X-ray transforms and their exact adjoints, FBP,
+"""Forward models: geometries (parallel, fan and cone beam), X-ray transforms and their exact adjoints, FBP,
 convolution, Fourier, matrices, noise."""
 
-from .convolution import CircularConvolution, circular_convolve, circular_correlate, gaussian_kernel
+from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry
+from .convolution import (
+    CircularConvolution,
+    circular_convolve,
+    circular_correlate,
+    gaussian_kernel,
+)
 from .fan_geometry import FanBeamGeometry, FanBeamVecGeometry
 from .fbp import fbp, fbp_filter
 from .fourier import SubsampledFourier, cartesian_mask, radial_mask
@@ -14,6 +20,8 @@ from .xray import XRayTransform, backproject, project
 
 __all__ = [
     "CircularConvolution",
+    "ConeBeamGeometry",
+    "ConeBeamVecGeometry",
     "FanBeamGeometry",
     "FanBeamVecGeometry",
     "IdentityOperator",

@@ -6,9 +6,11 @@ The functions dispatch on the geometry's type:
 | --- | --- | --- |
 | `ParallelBeamGeometry` | `radon` | the parallel-beam adjoint (`radon.py`) |
 | `FanBeamGeometry` (flat or curved detector), `FanBeamVecGeometry` | `fan_project` | `fan_backproject` |
+| `ConeBeamGeometry` (circular orbit, flat detector), `ConeBeamVecGeometry` (3D) | `cone_project` | `cone_backproject` |
 
-All are line integrals in pixel units with Joseph's linear interpolation, jittable, vmappable over
-images and geometries and differentiable in both; `backproject` is the exact transpose of `project`.
+All are line integrals in pixel (voxel) units with Joseph's linear (bilinear in 3D) interpolation,
+jittable, vmappable over images and geometries and differentiable in both; `backproject` is the exact
+transpose of `project`. `unroll` applies to the 2D geometries, `batch_size` (views per chunk) to cone beam.
 """
 
 from __future__ import annotations
@@ -16,44 +18,66 @@ from __future__ import annotations
 import equinox as eqx
 from jaxtyping import Array, Float
 
-from .radon import backproject as _parallel_backproject
-from .radon import radon
+from .cone_beam import cone_backproject, cone_project
+from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry
 from .fan_beam import fan_backproject, fan_project
 from .fan_geometry import FanBeamGeometry, FanBeamVecGeometry
 from .geometry import ParallelBeamGeometry
 from .linear_operator import LinearOperator
+from .radon import backproject as _parallel_backproject
+from .radon import radon
 
-__all__ = ["project", "backproject", "XRayTransform", "Geometry"]
+__all__ = ["Geometry", "XRayTransform", "backproject", "project"]
 
-Geometry = ParallelBeamGeometry | FanBeamGeometry | FanBeamVecGeometry
+Geometry = ParallelBeamGeometry | FanBeamGeometry | FanBeamVecGeometry | ConeBeamGeometry | ConeBeamVecGeometry
+_GEOMETRIES = (ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry, ConeBeamGeometry, ConeBeamVecGeometry)
+_CONE = (ConeBeamGeometry, ConeBeamVecGeometry)
 
 
 def _unsupported(geom):
     return TypeError(
-        "geom must be a ParallelBeamGeometry, FanBeamGeometry or FanBeamVecGeometry, "
-        f"got {type(geom).__name__}"
+        "geom must be a ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry, ConeBeamGeometry or "
+        f"ConeBeamVecGeometry, got {type(geom).__name__}"
     )
 
 
-def project(x: Float[Array, "H W"], geom: Geometry, *, unroll: int | None = None) -> Float[Array, "angles detectors"]:
+def _cone_options(unroll, batch_size):
+    if unroll is not None:
+        raise ValueError("unroll applies to the 2D geometries; cone beam takes batch_size (views per chunk)")
+    return {} if batch_size is None else {"batch_size": batch_size}
+
+
+def _planar_options(batch_size):
+    if batch_size is not None:
+        raise ValueError("batch_size applies to cone-beam geometries; the 2D geometries take unroll")
+
+
+def project(x: Float[Array, "H W"], geom: Geometry, *, unroll: int | None = None,
+            batch_size: int | None = None) -> Float[Array, "angles detectors"]:
     r"""Projections $Ax$ of an image `(H, W)` for any geometry: a sinogram `(num_angles, num_detectors)`.
 
-    `ParallelBeamGeometry` runs `radon`; fan-beam geometries run `fan_project`. `unroll` (static)
-    changes speed, not results.
+    `ParallelBeamGeometry` runs `radon`; fan-beam geometries run `fan_project`; cone-beam geometries
+    run `cone_project` on a volume `(Z, Y, X)`, giving `(views, rows, cols)`. `unroll` (static, 2D) and
+    `batch_size` (static, cone beam: views per chunk, default 8) change speed and memory, not results.
 
     Example:
         >>> geom = FanBeamGeometry.uniform((64, 64), 60, source_origin=100.0, origin_detector=60.0)
         >>> project(jnp.ones((64, 64)), geom).shape
         (60, 163)
     """
+    if isinstance(geom, _CONE):
+        return cone_project(x, geom, **_cone_options(unroll, batch_size))
     if isinstance(geom, ParallelBeamGeometry):
+        _planar_options(batch_size)
         return radon(x, geom, unroll=unroll)
     if isinstance(geom, (FanBeamGeometry, FanBeamVecGeometry)):
+        _planar_options(batch_size)
         return fan_project(x, geom, unroll=unroll)
     raise _unsupported(geom)
 
 
-def backproject(y: Float[Array, "angles detectors"], geom: Geometry, *, unroll: int | None = None) -> Float[Array, "H W"]:
+def backproject(y: Float[Array, "angles detectors"], geom: Geometry, *, unroll: int | None = None,
+                batch_size: int | None = None) -> Float[Array, "H W"]:
     r"""The exact adjoint $A^\top y$ of `project` for any geometry (not a filtered backprojection: see `fbp`).
 
     Example:
@@ -61,9 +85,13 @@ def backproject(y: Float[Array, "angles detectors"], geom: Geometry, *, unroll: 
         >>> backproject(jnp.ones((30, 91)), geom).shape
         (64, 64)
     """
+    if isinstance(geom, _CONE):
+        return cone_backproject(y, geom, **_cone_options(unroll, batch_size))
     if isinstance(geom, ParallelBeamGeometry):
+        _planar_options(batch_size)
         return _parallel_backproject(y, geom, unroll=unroll)
     if isinstance(geom, (FanBeamGeometry, FanBeamVecGeometry)):
+        _planar_options(batch_size)
         return fan_backproject(y, geom, unroll=unroll)
     raise _unsupported(geom)
 
@@ -81,16 +109,17 @@ class XRayTransform(LinearOperator):
 
     geom: Geometry
     unroll: int | None = eqx.field(static=True, default=None)
+    batch_size: int | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
-        if not isinstance(self.geom, (ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry)):
+        if not isinstance(self.geom, _GEOMETRIES):
             raise _unsupported(self.geom)
 
     def mv(self, x):
-        return project(x, self.geom, unroll=self.unroll)
+        return project(x, self.geom, unroll=self.unroll, batch_size=self.batch_size)
 
     def rmv(self, y):
-        return backproject(y, self.geom, unroll=self.unroll)
+        return backproject(y, self.geom, unroll=self.unroll, batch_size=self.batch_size)
 
     @property
     def in_shape(self):
