@@ -2,7 +2,6 @@
 soft thresholding and wavelet shrinkage (A = I, closed form), the LASSO solved through its dual by
 SciPy's bounded least squares, and generalised Tikhonov by a dense NumPy solve."""
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,13 +11,13 @@ import scipy.optimize
 
 from jaxrecon.operators import (
     IdentityOperator,
-    LinearOperator,
     MatrixOperator,
     ParallelBeamGeometry,
     RadonTransform,
     SubsampledFourier,
     cartesian_mask,
 )
+from _image_matrix import ImageMatrix
 from jaxrecon.phantoms import shepp_logan
 from jaxrecon.solvers import (
     FiniteDifference,
@@ -31,29 +30,6 @@ from jaxrecon.solvers import (
     total_variation,
     tv_pdhg,
 )
-
-
-
-class ImageMatrix(LinearOperator):
-    """A dense matrix acting on flattened (H, W) images."""
-
-    matrix: jax.Array
-    shape: tuple = eqx.field(static=True)
-
-    def mv(self, x):
-        return self.matrix @ x.ravel()
-
-    def rmv(self, y):
-        return (self.matrix.T @ y).reshape(self.shape)
-
-    @property
-    def in_shape(self):
-        return self.shape
-
-    @property
-    def out_shape(self):
-        return (self.matrix.shape[0],)
-
 
 F64 = jnp.float64
 N = 16

@@ -11,11 +11,11 @@ import pytest
 
 from jaxrecon.operators import (
     CircularConvolution,
-    LinearOperator,
     ParallelBeamGeometry,
     RadonTransform,
     gaussian_kernel,
 )
+from _image_matrix import ImageMatrix
 from jaxrecon.phantoms import shepp_logan
 from jaxrecon.solvers import (
     as_matrix,
@@ -29,28 +29,6 @@ from jaxrecon.solvers import (
     tv_denoise,
     tv_pdhg,
 )
-
-
-class ImageMatrix(LinearOperator):
-    """A dense matrix acting on flattened (H, W) images."""
-
-    matrix: jax.Array
-    shape: tuple = eqx.field(static=True)
-
-    def mv(self, x):
-        return self.matrix @ x.ravel()
-
-    def rmv(self, y):
-        return (self.matrix.T @ y).reshape(self.shape)
-
-    @property
-    def in_shape(self):
-        return self.shape
-
-    @property
-    def out_shape(self):
-        return (self.matrix.shape[0],)
-
 
 F64 = jnp.float64
 N = 16
