@@ -750,7 +750,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
     settings = {"method": args.method, "scan": str(args.scan), "row": -1 if args.row is None else args.row,
                 "mu": args.mu, "rings": args.rings, "clipped": clipped,
                 "detector_offset": float(geom.detector_offset)}
-    from jaxrecon.operators import RadonTransform, fbp
+    from jaxrecon.operators import ParallelBeamGeometry, RadonTransform, fbp
 
     op = RadonTransform(geom)
     if args.method == "fbp":
@@ -784,7 +784,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
                 f"sinograms {tuple(trained.sinogram_shape)}, the scan gives {tuple(geom.sinogram_shape)}; train one "
                 "for this geometry (`jaxrecon train`) and pass --checkpoint"
             )
-        image = jax.jit(lambda y, op: model(y, op))(y, op)
+        dtype = trained.angles.dtype  # the model's precision (the shipped one is float32, also under x64)
+        g = ParallelBeamGeometry(geom.shape, geom.angles.astype(dtype), geom.num_detectors,
+                                 geom.detector_spacing.astype(dtype), geom.detector_offset.astype(dtype))
+        image = jax.jit(lambda y, op: model(y, op))(y.astype(dtype), RadonTransform(g))
         settings["checkpoint"] = str(args.checkpoint or "shipped lpd_quick")
     image = np.asarray(image)
     output.parent.mkdir(parents=True, exist_ok=True)
