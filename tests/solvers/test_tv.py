@@ -1,4 +1,3 @@
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +8,6 @@ from skimage.restoration import denoise_tv_chambolle
 from jaxrecon.metrics import psnr
 from jaxrecon.operators import (
     IdentityOperator,
-    LinearOperator,
     MatrixOperator,
     ParallelBeamGeometry,
     RadonTransform,
@@ -18,31 +16,11 @@ from jaxrecon.operators import (
     fbp,
     gaussian_noise,
 )
+from _image_matrix import ImageMatrix
 from jaxrecon.phantoms import shepp_logan
 from jaxrecon.solvers.gradient import FiniteDifference, finite_difference, finite_difference_adjoint
 from jaxrecon.solvers.landweber import landweber
 from jaxrecon.solvers.tv import total_variation, tv_denoise, tv_pdhg
-
-
-class ImageMatrix(LinearOperator):
-    """A dense matrix acting on flattened (H, W) images."""
-
-    matrix: jax.Array
-    shape: tuple = eqx.field(static=True)
-
-    def mv(self, x):
-        return self.matrix @ x.ravel()
-
-    def rmv(self, y):
-        return (self.matrix.T @ y).reshape(self.shape)
-
-    @property
-    def in_shape(self):
-        return self.shape
-
-    @property
-    def out_shape(self):
-        return (self.matrix.shape[0],)
 
 
 def difference_matrix(shape):
