@@ -39,3 +39,17 @@ def _release_compiled_code():
     if log:
         with open(log, "a") as f:
             f.write(f"{before} {_memory_maps()}\n")
+
+
+@pytest.fixture
+def astra():
+    """ASTRA Toolbox (the `astra` extra), the reference for the CPU projectors; skips if absent.
+
+    Tests that take this fixture carry the `astra` marker: `pytest -m astra` runs them alone."""
+    return pytest.importorskip("astra", reason="the ASTRA comparisons need the `astra` extra: pip install -e '.[astra]'")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "astra" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.astra)

@@ -21,6 +21,7 @@ def _corr(a, b):
     return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
 
 
+@pytest.mark.slow
 def test_demo_writes_figure_and_metrics(tmp_path, capsys):
     out = tmp_path / "nested" / "out"  # created on demand
     assert main(["demo", *SMALL, "--output", str(out)]) == 0
@@ -120,6 +121,7 @@ def test_evaluate_missing_checkpoint_is_a_usage_error(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_round_trip(tmp_path, capsys):
     # the cheapest model (unrolled PGD, 281 parameters) for 2 steps of the quick preset (64 x 64)
     out = tmp_path / "pgd"
@@ -180,6 +182,7 @@ def test_default_demo_runs_fbp_tv_and_the_shipped_lpd(tmp_path, capsys):
     assert "learned primal-dual (shipped" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_sigterm_during_training_checkpoints_and_says_how_to_resume(tmp_path):
     import signal
     import subprocess

@@ -67,6 +67,7 @@ def test_naive_is_the_model_with_the_new_operator():
     np.testing.assert_array_equal(naive(MODEL, YS[0], OP1), MODEL(YS[0], OP1))
 
 
+@pytest.mark.slow
 def test_adapt_to_measurement_matches_a_python_loop():
     steps, mu = 3, 0.5
     model = UnrolledPGD(RadonTransform(GEOM), num_iterations=2, dtype=jnp.float64)
@@ -87,6 +88,7 @@ def test_adapt_to_measurement_matches_a_python_loop():
     assert hist["penalty"][0] == 0.0 and hist["data_fit"][-1] < hist["data_fit"][0]
 
 
+@pytest.mark.slow
 def test_adapt_to_measurement_vmaps_over_measurements():
     steps, mu = 5, 0.5
     batched, bh = jax.vmap(lambda y: adapt_to_measurement(MODEL, y, OP1, mu=mu, steps=steps, optimizer=OPT))(YS[:2])
@@ -97,6 +99,7 @@ def test_adapt_to_measurement_vmaps_over_measurements():
     assert not np.allclose(batched.w[0], batched.w[1])  # each measurement got its own model
 
 
+@pytest.mark.slow
 def test_proximity_weight_and_progress(capsys):
     steps = 40
     free, hf = adapt_to_measurement(MODEL, YS[0], OP1, mu=0.0, steps=steps, optimizer=OPT, progress=True)
@@ -110,6 +113,7 @@ def test_proximity_weight_and_progress(capsys):
     np.testing.assert_allclose(hf["loss"], hp["loss"], rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_adapt_to_dataset_recovers_angle_offset_and_centre_shift():
     adapted, phi, hist = adapt_to_dataset(
         MODEL, YS, FAMILY, mu=0.1, steps=8, optimizer=OPT, calibration_steps=150,
@@ -157,6 +161,7 @@ def _rr_reference(x, y, op, op0, lam):
     return jnp.sum((op(x) - y) ** 2) + lam * jnp.sum((MODEL(op0(x), op0) - x) ** 2)
 
 
+@pytest.mark.slow
 def test_reuse_and_regularise_matches_a_python_loop():
     steps, lam = 4, 30.0
     x, hist = reuse_and_regularise(MODEL, YS[0], OP1, OP0, lam=lam, steps=steps, optimizer=OPT)
@@ -174,6 +179,7 @@ def test_reuse_and_regularise_matches_a_python_loop():
     np.testing.assert_allclose(hist["loss"], hist["data_fit"] + lam * hist["penalty"], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_reuse_and_regularise_minimises_its_objective_and_vmaps():
     steps, lam = 60, 30.0
     opt = optax.adam(1e-2)

@@ -39,6 +39,7 @@ def _close(a, b, rtol):
     [AngleOffset(GEOM), AngleOffset(GEOM, per_angle=True), CentreShift(GEOM), DetectorSpacing(GEOM)],
     ids=["angle", "angle-per-view", "shift", "spacing"],
 )
+@pytest.mark.slow
 def test_initial_is_base_and_derivative_matches_fd(family):
     base = RadonTransform(GEOM)
     np.testing.assert_array_equal(family.operator(family.initial)(X), base(X))

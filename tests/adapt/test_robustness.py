@@ -71,6 +71,7 @@ def test_penalised_worst_case_grows_along_the_top_singular_vector():
     assert float(jnp.max(w.history["objective"])) <= 1e-12
 
 
+@pytest.mark.slow
 def test_learned_scheme_on_ct_is_hurt_more_by_the_worst_case_than_by_random_noise():
     op = RadonTransform(ParallelBeamGeometry.uniform((16, 16), 8))
     model = UnrolledPGD(op, num_iterations=2, dtype=jnp.float64)

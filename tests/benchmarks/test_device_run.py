@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_device_run_smoke(tmp_path):
     out = tmp_path / "device"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_run.py"), "--smoke", "--minutes", "6",

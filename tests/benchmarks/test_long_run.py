@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from jaxrecon.train.experiment import experiment_config, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,6 +17,7 @@ def _long_run(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_report_of_an_unfinished_run(tmp_path):
     run = tmp_path / "pgd_run"
     config = experiment_config("pgd", "quick", train={"steps": 4, "validate_every": 2})

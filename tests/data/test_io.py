@@ -67,6 +67,7 @@ def _check_round_trip(s, read):
     assert int(clipped) == 0
 
 
+@pytest.mark.slow
 def test_dxchange_round_trip_written_with_h5py(tmp_path, scan):
     path = tmp_path / "scan.h5"
     with h5py.File(path, "w") as f:  # another tool's file: h5py directly, theta in degrees, no units attribute

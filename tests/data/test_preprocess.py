@@ -68,6 +68,7 @@ def test_remove_rings_equals_numpy_median_formula_and_removes_stripes():
         remove_rings(y, 8)
 
 
+@pytest.mark.slow
 def test_simulate_counts_statistics_and_inverse():
     y = jnp.full((200, 50), 2.0)
     proj, flats, darks = simulate_counts(jax.random.key(0), y, 1000.0, mu=0.5, num_flats=20, num_darks=10,

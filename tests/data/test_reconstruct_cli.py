@@ -45,6 +45,7 @@ def _run(*args):
                           capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_command_line_fbp_on_an_h5py_file(tmp_path, counts):
     geom, p, f, d = counts
     scan = _dxchange(tmp_path / "scan.h5", counts)
@@ -75,6 +76,7 @@ def test_command_line_error_is_one_line(tmp_path, counts):
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
+@pytest.mark.slow
 def test_iterative_methods_and_tiff_in_process(tmp_path, counts, capsys):
     geom, p, f, d = counts
     tifffile.imwrite(tmp_path / "proj.tif", p[:, None, :], photometric="minisblack")
@@ -95,6 +97,7 @@ def test_iterative_methods_and_tiff_in_process(tmp_path, counts, capsys):
     assert "warning: " in capsys.readouterr().err and (tmp_path / "deg_tv.png").exists()
 
 
+@pytest.mark.slow
 def test_lpd_with_the_shipped_model_in_its_geometry(tmp_path, capsys):
     # the shipped LPD's setting: 64 x 64, 30 views, 91 detectors; counts at 1e4 photons
     n, mu = 64, 0.02

@@ -67,6 +67,7 @@ def _by_hand(model, x, y, op):
      (EquilibriumRegularisation, FOURIER, {"alpha": 1.0})],
     ids=["degrad-radon", "deprox-blur", "deprox-unweighted", "equilibrium-fourier"],
 )
+@pytest.mark.slow
 def test_schemes_reach_their_fixed_point(cls, op, kw):
     model = cls(op, key=KEY, tol=1e-8, max_iter=300, **SMALL, **kw)
     y = op(X) + 0.01 * jax.random.normal(jax.random.key(3), op.out_shape, F64)
@@ -92,6 +93,7 @@ def test_equilibrium_regularisation_with_quadratic_is_tikhonov():
     np.testing.assert_allclose(x, ref, rtol=1e-8, atol=1e-9 * np.abs(ref).max())
 
 
+@pytest.mark.slow
 def test_gradient_matches_finite_differences():
     op = CircularConvolution(gaussian_kernel(3, 1.0, dtype=F64), (8, 8))
     x_true = shepp_logan(8, dtype=F64)

@@ -16,6 +16,7 @@ def _reference(x, w):
     return jax.lax.conv_general_dilated(x[None], w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(3, 3, 32, 5), (3, 3, 6, 32), (2, 4, 9, 3), (5, 2, 4, 7), (1, 1, 3, 2)])
 def test_value_and_gradients_match_jax_under_vmap(shape):
     kx, kw, kg = jax.random.split(jax.random.key(0), 3)
@@ -42,6 +43,7 @@ def test_second_order_gradient_of_the_narrow_path():
     np.testing.assert_allclose(hvp(conv2d), hvp(_reference), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_convstack_equals_its_layers_applied_in_order():
     stack = ConvStack(6, 5, hidden=8, key=jax.random.key(3), dtype=jnp.float64)
     stack = eqx.tree_at(lambda s: [a.slope for a in s.activations], stack, [jnp.full(8, 0.3), jnp.full(8, -0.2)])

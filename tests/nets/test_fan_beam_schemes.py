@@ -39,6 +39,7 @@ def _data(geom):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("detector", ["flat", "curved"])
 @pytest.mark.parametrize("init", ["fbp", "auto"])
 def test_fbp_init_on_fan_beam_is_fan_fbp(detector, init):
@@ -94,6 +95,7 @@ def _model(cls, op, init):
     "cls, detector, init",
     [(LearnedPrimalDual, "curved", "fbp"), (LearnedGradientDescent, "vec", "auto")],
 )
+@pytest.mark.slow
 def test_vmap_over_a_batch_equals_stacking(cls, detector, init):
     geom = _fan().to_vec() if detector == "vec" else _fan(detector)
     op = XRayTransform(geom)
@@ -106,6 +108,7 @@ def test_vmap_over_a_batch_equals_stacking(cls, detector, init):
     np.testing.assert_allclose(batched, jnp.stack([call(model, y, op) for y in ys]), rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", [LearnedPrimalDual, LearnedGradientDescent])
 def test_a_few_training_steps_lower_the_loss(cls):
     data = CTData(_fan(), noise=0.05, supersample=2)

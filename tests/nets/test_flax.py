@@ -226,6 +226,7 @@ def _check_scan_equals_loop(stacked, nets, x):
                        rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.slow
 def test_nnx_stacked_by_filter_vmap_in_scan_equals_loop(x):
     keys = jax.random.split(jax.random.key(7), 3)
     stacked = eqx.filter_vmap(lambda k: from_flax(NNXCNN(nnx.Rngs(k))))(keys)

@@ -81,6 +81,7 @@ def test_spectral_norm_gradient_matches_finite_differences():
     np.testing.assert_allclose(jnp.vdot(jax.grad(norm)(conv.weight), d), fd, rtol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_convolution_gradients_are_the_transpose(k):
     """The layer's custom VJP (fast input-gradient) vs NumPy: the input-gradient is the transpose of

@@ -117,12 +117,14 @@ def _lpd_reference(model, y, op, scale):
     return f[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unroll", [True, 1])
 def test_lpd_scan_equals_loop_over_blocks(unroll):
     model = _small(LearnedPrimalDual, unroll=unroll)
     np.testing.assert_allclose(_call(model, Y, OP), eqx.filter_jit(_lpd_reference)(model, Y, OP, 1 / operator_norm(OP, key=jax.random.key(0), num_iter=100)), rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_lpd_shared_weights():
     model = _small(LearnedPrimalDual, shared=True, num_iterations=4)
     stacked = eqx.filter_eval_shape(_small, LearnedPrimalDual, num_iterations=4)
@@ -130,6 +132,7 @@ def test_lpd_shared_weights():
     assert _call(model, Y, OP).shape == (N, N)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", [LearnedPrimalDual, LearnedGradientDescent, UnrolledPGD, LISTA])
 def test_vmap_equals_separate_calls(cls):
     model = _small(cls)
@@ -208,6 +211,7 @@ def test_learned_filter_enters_as_a_circular_convolution():
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", [LearnedPrimalDual, LearnedGradientDescent, UnrolledPGD, LISTA])
 def test_gradient_matches_finite_differences(cls):
     model = _small(cls)
@@ -229,6 +233,7 @@ def test_gradient_matches_finite_differences(cls):
     assert float(jnp.abs(grad.op_norm)) == 0.0
 
 
+@pytest.mark.slow
 def test_other_operators_blur_and_fourier():
     blur = CircularConvolution(gaussian_kernel((5, 5), 1.0, dtype=jnp.float64), (N, N))
     mask = cartesian_mask(jax.random.key(2), (N, N), 6)
@@ -278,6 +283,7 @@ def test_bad_inputs_raise_clear_errors():
             m(jnp.zeros(bigger.out_shape), bigger)  # a model used on an operator of another size
 
 
+@pytest.mark.slow
 def test_flax_network_inside_learned_gradient_descent():
     """A Flax NNX CNN (through `from_flax`) as LGD's per-iteration block: stacked, scanned, trainable."""
     import optax

@@ -53,6 +53,7 @@ def test_unet_parameter_count_and_structure():
     assert 3.1e7 < params(fbp) < 3.2e7  # FBPConvNet without batch norm: ~31 M parameters
 
 
+@pytest.mark.slow
 def test_unet_odd_sizes_and_reflect_padding(unet):
     rng = np.random.default_rng(0)
     for H, W, pads in [(13, 23, ((0, 0), (1, 2), (0, 1)))]:  # to 16 x 24
@@ -96,6 +97,7 @@ def test_unet_vmap_equals_stacking(unet):
     np.testing.assert_allclose(np.asarray(ys), ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_unet_gradients(unet):
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.standard_normal((1, 12, 10)))

@@ -8,7 +8,6 @@ Convention alignment with ASTRA (see jaxrecon/operators/fan_geometry.py): ASTRA'
 to discretisation error (~1% on a smooth phantom), not to rounding as the parallel `linear` does.
 """
 
-import astra
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -48,6 +47,8 @@ def phantom(shape, sigma=1.0):
 
 
 def astra_fp_bp(x, y, proj_geom, shape, projector):
+    import astra
+
     vg = astra.create_vol_geom(*shape)
     pid = astra.create_projector(projector, proj_geom, vg)
     sid, sino = astra.create_sino(np.asarray(x, np.float32), pid)
@@ -63,7 +64,7 @@ def astra_fp_bp(x, y, proj_geom, shape, projector):
 @pytest.mark.parametrize(
     "shape, r, d_od, spacing, views", [((64, 64), 96.0, 64.0, 1.5, 40), ((48, 80), 120.0, 40.0, 1.0, 37)]
 )
-def test_matches_astra_fanflat(shape, r, d_od, spacing, views):
+def test_matches_astra_fanflat(shape, r, d_od, spacing, views, astra):
     x = phantom(shape)
     geom = FanBeamGeometry(shape, jnp.arange(views) * 2 * jnp.pi / views + 0.05, None, r, d_od, spacing)
     pg = astra.create_proj_geom("fanflat", spacing, geom.num_detectors, np.asarray(geom.angles), r, d_od)
@@ -78,7 +79,7 @@ def test_matches_astra_fanflat(shape, r, d_od, spacing, views):
 
 
 @pytest.mark.filterwarnings("ignore:.*truncated")
-def test_vector_geometry_matches_astra_fanflat_vec():
+def test_vector_geometry_matches_astra_fanflat_vec(astra):
     shape = (48, 56)
     base = FanBeamGeometry.uniform(shape, 24, 90.0, 50.0, num_detectors=110, detector_spacing=1.2).to_vec()
     rng = np.random.default_rng(0)
@@ -196,6 +197,7 @@ def test_adjoint_weights_match_in_float32():
         assert abs(lhs - rhs) < 3e-8 * np.abs(col).sum(), (lhs, rhs, np.abs(col).sum())
 
 
+@pytest.mark.slow
 def test_transpose_and_grad_use_the_exact_adjoint():
     geom = FanBeamGeometry.uniform((24, 24), 10, 40.0, 30.0, detector="curved")
     x = jax.random.normal(jax.random.PRNGKey(0), (24, 24), jnp.float64)
@@ -277,6 +279,7 @@ def test_jvp_wrt_vector_geometry():
 # --- vmap -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_vmap_over_images_and_geometries_equals_stacking():
     shape = (20, 20)
     geom = FanBeamGeometry.uniform(shape, 9, 35.0, 25.0)

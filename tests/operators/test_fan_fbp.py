@@ -65,6 +65,7 @@ def test_parker_weights_sum_to_one_over_conjugate_rays():
     np.testing.assert_array_equal(redundancy_weights(full), 0.5)
 
 
+@pytest.mark.slow
 def test_vmap_and_grad():
     geom = FanBeamGeometry.uniform((24, 24), 24, 40.0, 30.0)
     ys = jax.random.normal(jax.random.PRNGKey(0), (3,) + geom.sinogram_shape)

@@ -2,7 +2,6 @@
 
 import warnings
 
-import astra
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,7 +32,7 @@ def test_default_detector_sees_the_image_without_warning():
     assert FanBeamGeometry.uniform((40, 24), 8, 50.0, 30.0, detector="curved").detector_spacing == pytest.approx(1 / 80)
 
 
-def test_to_vec_matches_astra_geom_2vec():
+def test_to_vec_matches_astra_geom_2vec(astra):
     angles = np.array([0.0, 0.3, 2.0, 4.5])
     geom = FanBeamGeometry((32, 32), angles, 70, 60.0, 40.0, detector_spacing=1.3)
     pg = astra.create_proj_geom("fanflat", 1.3, 70, angles, 60.0, 40.0)

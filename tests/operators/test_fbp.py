@@ -1,6 +1,5 @@
 """FBP against ASTRA's FBP, scikit-image's filters and the phantom."""
 
-import astra
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,7 +25,7 @@ def test_filters_match_scikit_image(name):
 
 
 @pytest.mark.parametrize("n, num_angles", [(64, 64), (128, 30), (128, 180)])
-def test_matches_astra_fbp(n, num_angles):
+def test_matches_astra_fbp(n, num_angles, astra):
     x = resize(shepp_logan_phantom(), (n, n), anti_aliasing=True).astype(np.float32)
     geom = ParallelBeamGeometry.uniform((n, n), num_angles, int(np.ceil(np.sqrt(2) * n)))
     sino = radon(jnp.asarray(x), geom)
@@ -56,6 +55,7 @@ def test_reconstructs_the_phantom():
     assert rel(fbp(radon(jnp.asarray(x), geom), geom, "hann"), x) < 0.3
 
 
+@pytest.mark.slow
 def test_detector_spacing_is_accounted_for():
     n = 64
     x = resize(shepp_logan_phantom(), (n, n), anti_aliasing=True)

@@ -30,6 +30,7 @@ def test_gaussian_noise_complex_and_dtypes():
     assert gaussian_noise(jax.random.PRNGKey(0), jnp.ones(3), 0.1).dtype == jnp.float64
 
 
+@pytest.mark.slow
 def test_vmap_over_keys_and_data_and_jit():
     keys = jax.random.split(jax.random.PRNGKey(2), 4)
     ys = jnp.asarray(np.random.default_rng(2).random((4, 8, 6)))

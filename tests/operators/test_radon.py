@@ -1,6 +1,5 @@
 """radon/backproject against ASTRA's CPU `linear` projector, dot tests, derivatives, vmap, errors."""
 
-import astra
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +11,8 @@ from jaxrecon.operators import ParallelBeamGeometry, RadonTransform, backproject
 
 
 def astra_forward(x, geom, projector="linear"):
+    import astra
+
     vg = astra.create_vol_geom(*geom.shape)
     pg = astra.create_proj_geom(
         "parallel", float(geom.detector_spacing), geom.num_detectors, np.asarray(geom.angles, np.float64)
@@ -24,6 +25,8 @@ def astra_forward(x, geom, projector="linear"):
 
 
 def astra_backward(y, geom):
+    import astra
+
     vg = astra.create_vol_geom(*geom.shape)
     pg = astra.create_proj_geom(
         "parallel", float(geom.detector_spacing), geom.num_detectors, np.asarray(geom.angles, np.float64)
@@ -51,7 +54,7 @@ def phantom(shape, asymmetric=True):
     [((64, 64), 30, 1.0), ((64, 64), 64, 1.0), ((128, 128), 30, 1.0), ((128, 128), 128, 1.0),
      ((256, 256), 30, 1.0), ((40, 72), 37, 1.0), ((64, 64), 45, 0.7), ((64, 64), 45, 1.6)],
 )
-def test_matches_astra_linear(shape, num_angles, spacing):
+def test_matches_astra_linear(shape, num_angles, spacing, astra):
     num_det = int(np.ceil(np.hypot(*shape) / spacing)) + 1
     geom = ParallelBeamGeometry(shape, jnp.arange(num_angles) * jnp.pi / num_angles + 0.05, num_det, spacing)
     x = phantom(shape)
@@ -138,6 +141,7 @@ def test_spacing_and_offset_gradients():
         np.testing.assert_allclose(g[i], _fd(f, p, i), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_second_order_in_the_geometry():
     shape = (20, 20)
     angles = jnp.linspace(0.1, 3.0, 6, dtype=jnp.float64)

@@ -181,10 +181,9 @@ def test_dival_phantom_with_offset_vs_quadrature():
     assert _rel(ellipse_sinogram(ph, geom), _quadrature_sinogram(hi, f, geom)) < 0.01
 
 
-def test_shepp_logan_vs_astra():
+def test_shepp_logan_vs_astra(astra):
     # ASTRA's CPU 'linear' projector (the convention our geometry follows) applied to a 16x finer
     # rasterisation on a volume window [-W/2, W/2] x [-H/2, H/2]; also catches mirrored conventions.
-    astra = pytest.importorskip("astra")
     cases = [((32, 32), shepp_logan_ellipses()), ((24, 40), _resolvable(random_ellipse_phantom(jax.random.key(5), (24, 40)), (24, 40)))]
     for shape, ph in cases:
         H, W = shape
@@ -234,6 +233,7 @@ def _loss(params, weights):
 _grad = jax.jit(jax.grad(_loss))
 
 
+@pytest.mark.slow
 def test_gradients_vs_finite_differences():
     # float64 central differences for every leaf: angles, detector spacing and offset, and all
     # phantom parameters; Shepp-Logan lies inside the image, so no clipping kinks are nearby.

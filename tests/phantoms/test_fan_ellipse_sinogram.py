@@ -37,6 +37,7 @@ def test_each_fan_ray_is_the_parallel_ray_with_its_normal_and_offset(detector):
         np.testing.assert_allclose(fan[v, d], ellipse_sinogram(ph, par)[0, 0], rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_vector_geometry_and_vmap_and_grad():
     ph = random_ellipse_phantom(jax.random.PRNGKey(1), (32, 32), "adler2018", dtype=jnp.float64)
     geom = FanBeamGeometry.uniform((32, 32), 8, 50.0, 30.0, detector_spacing=1.2)

@@ -38,6 +38,7 @@ def images64():
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["adler2018", "dival"])
 def test_vmap_over_keys_equals_separate_calls(images64, preset):
     imgs, keys = images64[preset], images64["keys"]
@@ -47,6 +48,7 @@ def test_vmap_over_keys_equals_separate_calls(images64, preset):
     assert not np.allclose(imgs[0], imgs[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["adler2018", "dival"])
 def test_phantom_batch_matches_separate_calls(batches, preset):
     for i in (0, 7):

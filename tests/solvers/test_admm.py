@@ -86,6 +86,7 @@ def test_complex_data_subsampled_fourier_reaches_the_pdhg_solution():
         assert _rel(sol.x, ref.x) <= 1e-6  # measured 1.8e-10 and 3.5e-10
 
 
+@pytest.mark.slow
 def test_identity_operator_gives_soft_thresholding_and_wavelet_shrinkage():
     """A = I: the l1 minimiser is S_alpha(y); with K = W orthonormal, W^T S_alpha(W y) (closed forms)."""
     eye = IdentityOperator((N, N))

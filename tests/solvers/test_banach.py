@@ -51,6 +51,7 @@ def test_duality_maps_are_inverse_and_dual():
         np.testing.assert_allclose(jax.grad(lambda v: jnp.sum(jnp.abs(v) ** p) / p)(jnp.asarray(x)), jx, rtol=1e-13)
 
 
+@pytest.mark.slow
 def test_p2_is_ordinary_landweber():
     a, x_true = sparse_problem()
     rng = np.random.default_rng(1)

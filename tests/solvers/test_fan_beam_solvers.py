@@ -28,6 +28,7 @@ def _psnr(img, ref):
 
 # Measured PSNRs (dB), flat / curved: FBP (hann, the best of ram-lak and hann) 22.84 / 22.70,
 # TV (alpha = 1, 200 steps) 30.17 / 29.03, CGLS (5 iterations) 23.84 / 23.83.
+@pytest.mark.slow
 @pytest.mark.parametrize("detector", ["flat", "curved"])
 def test_tv_and_cgls_beat_fbp_on_fan_beam_data(detector):
     op, y, x = _problem(detector)

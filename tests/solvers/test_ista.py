@@ -84,6 +84,7 @@ def disc_image(n=16):
     return ((xx - 7) ** 2 + (yy - 8) ** 2 < 25) + 0.5 * ((xx - 4) ** 2 + (yy - 4) ** 2 < 5.0)
 
 
+@pytest.mark.slow
 def test_identity_operator_gives_wavelet_soft_thresholding():
     y = np.random.default_rng(0).standard_normal((32, 32))
     op = IdentityOperator((32, 32))
@@ -182,6 +183,7 @@ def test_ista_objective_decreases_monotonically():
     assert np.all(np.diff(obj) <= 1e-13 * obj[0]) and obj[-1] < 0.5 * obj[0]
 
 
+@pytest.mark.slow
 def test_vmap_over_alpha_and_data_equals_separate_calls():
     op = DenseImageOperator(jnp.asarray(np.random.default_rng(6).standard_normal((100, 256)) / 10), (16, 16))
     ys = op.mv(jnp.asarray(disc_image(), float)) + 0.1 * jax.random.normal(jax.random.PRNGKey(0), (3, 100))

@@ -151,6 +151,7 @@ def small_ct():
     return op, np.asarray(as_matrix(op))
 
 
+@pytest.mark.slow
 def test_sart_equals_the_dense_block_recursion(small_ct):
     op, m = small_ct
     rng = np.random.default_rng(5)
@@ -184,6 +185,7 @@ def test_sart_converges_on_a_consistent_phantom():
     np.testing.assert_allclose(sol.residual_norm, res[-1], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_sart_vmap_over_data_and_keys_and_stopping(small_ct):
     # The operator is a jit argument (traced angles in the sub-geometries); blocks of 2 angles in a
     # fresh random order every sweep; stopped by `tol`.

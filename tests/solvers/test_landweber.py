@@ -49,6 +49,7 @@ def test_discrepancy_principle_stops_at_the_first_iterate_below_tau_delta():
     assert float(sol.residual_norm) <= tau * delta
 
 
+@pytest.mark.slow
 def test_semi_convergence_is_visible_in_the_history():
     n = 32
     geom = ParallelBeamGeometry.uniform((n, n), 12, 46, dtype=jnp.float64)

@@ -107,6 +107,7 @@ def test_red_with_a_linear_symmetric_denoiser_is_closed_form():
     assert set(sol.history) == {"residual", "change"}
 
 
+@pytest.mark.slow
 def test_vmap_over_data_equals_stacking():
     ys = jnp.stack([Y, 1.5 * Y, Y + 0.1])
 
@@ -128,6 +129,7 @@ def test_vmap_over_data_equals_stacking():
     np.testing.assert_allclose(many, jnp.stack([one(y) for y in ys]), rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_network_denoiser_jits_and_differentiates():
     """Our DnCNN as the denoiser, wrapped from (1, H, W) to (H, W); the gradient with respect to its
     weights through a fixed-iteration PnP-PGD run matches central differences."""

@@ -43,6 +43,7 @@ def _solvers(**rule):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, solve", _solvers(), ids=[n for n, _ in _solvers()])
 def test_fixed_iterations_and_nonfinite_data(name, solve):
     assert solve(Y).status == "fixed_iterations"

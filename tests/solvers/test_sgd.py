@@ -96,6 +96,7 @@ def test_sgd_needs_a_decaying_step_on_noisy_data():
     assert decaying[-1] < 0.005 * decaying[0] and decaying[-1] < 0.1 * constant[-1]  # measured: 2.8 -> 0.005
 
 
+@pytest.mark.slow
 def test_sgd_on_angles_reduces_the_error(small_ct):
     op = small_ct  # full column rank: x_true is the least-squares solution
     yy, xx = np.mgrid[:10, :10]

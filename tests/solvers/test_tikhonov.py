@@ -271,6 +271,7 @@ def test_nonnegative_tikhonov_vmap_over_alpha_and_gradient():
         nonnegative_tikhonov(op, jnp.ones(3), 1.0)
 
 
+@pytest.mark.slow
 def test_cgls_float32_stays_at_the_solution_long_past_convergence():
     """Regression: in float32 the residual used to grow again after reaching roundoff (relative
     error 1e2 after 100 steps, 1e15 after 300, on this problem); now the iteration stops moving."""

@@ -279,6 +279,7 @@ def test_objective_decreases_and_gap_shrinks(skimage_rof):
         assert obj[-1] < obj[0]
 
 
+@pytest.mark.slow
 def test_ct_objective_history_and_psnr_beats_fbp_and_landweber():
     n = 32
     geom = ParallelBeamGeometry.uniform((n, n), 12, 46, dtype=jnp.float64)
@@ -299,6 +300,7 @@ def test_ct_objective_history_and_psnr_beats_fbp_and_landweber():
     assert p_tv > p_fbp + 5 and p_tv > best_lw + 3, (p_tv, p_fbp, best_lw)
 
 
+@pytest.mark.slow
 def test_nonnegativity_is_respected():
     n = 16
     geom = ParallelBeamGeometry.uniform((n, n), 8, 23, dtype=jnp.float64)
@@ -332,6 +334,7 @@ def test_tol_stops_early_and_reports_convergence(skimage_rof):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_vmap_over_alpha_and_data():
     rng = np.random.default_rng(6)
     fs = jnp.asarray(np.asarray(shepp_logan(16), float) + 0.1 * rng.standard_normal((3, 16, 16)))
@@ -351,6 +354,7 @@ def test_vmap_over_alpha_and_data():
     np.testing.assert_allclose(jax.vmap(runs["denoise"])(fs, alphas).x[0], fs[0], atol=1e-12)  # alpha = 0
 
 
+@pytest.mark.slow
 def test_gradient_through_fixed_iterations_matches_finite_differences():
     rng = np.random.default_rng(7)
     f = jnp.asarray(rng.standard_normal((8, 8)))

@@ -76,6 +76,7 @@ def test_split_key_validation():
         batch_keys(0, "train", 0, 0)
 
 
+@pytest.mark.slow
 def test_sample_against_numpy_reference(data):
     key = split_key(3, "train", 0)
     s = data.sample(key)
@@ -99,6 +100,7 @@ def test_sample_against_numpy_reference(data):
     assert np.linalg.norm(disc - clean) / np.linalg.norm(clean) < 0.25  # 12% at 16 x 16 (tiny ellipses)
 
 
+@pytest.mark.slow
 def test_batch_is_vmapped_samples_and_splits_never_coincide(data):
     key = split_key(0, "train", 0)
     b = data.batch(key, 4)
@@ -183,6 +185,7 @@ def test_docstring_examples():
     assert result.attempted > 0 and result.failed == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vec", [False, True])
 def test_fan_beam_data_use_the_fan_geometry(vec):
     from jaxrecon.operators import FanBeamGeometry, XRayTransform

@@ -58,6 +58,7 @@ def test_config_errors(args, message):
         experiment_config("lpd", data={"size": 2.5})
 
 
+@pytest.mark.slow
 def test_build_model_types():
     config = experiment_config("pgd", "quick", data={"size": 16, "num_detectors": 23})
     op = build_data(config).operator
@@ -71,6 +72,7 @@ def test_build_model_types():
     assert set(MODELS) == {"unet", "pgd", "lista", "lgd", "lpd", "degrad", "deprox"}
 
 
+@pytest.mark.slow
 def test_train_and_load_trained_round_trip(tmp_path):
     config = experiment_config(
         "pgd", "quick", data={"size": 16, "num_detectors": 23},
@@ -87,6 +89,7 @@ def test_train_and_load_trained_round_trip(tmp_path):
     assert not np.allclose(model.params.step, fresh.params.step)
 
 
+@pytest.mark.slow
 def test_deq_model_trains_and_loads(tmp_path):
     config = experiment_config(
         "degrad", "quick", data={"size": 16, "num_detectors": 23}, model_options={"features": 4, "depth": 2},
@@ -104,6 +107,7 @@ def test_unknown_pretrained_name():
         load_pretrained("nope")
 
 
+@pytest.mark.slow
 def test_shipped_lpd_beats_fbp_on_shepp_logan():
     from jaxrecon.metrics import psnr
     from jaxrecon.operators import fbp

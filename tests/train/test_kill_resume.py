@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from jaxrecon.train.checkpoint import _verify
 
 STEPS = 12
@@ -56,6 +58,7 @@ def _wait_for_step(directory: Path, step: int, proc: subprocess.Popen) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_is_bitwise_and_clean(tmp_path):
     rng = random.Random(0)
     reference, killed = tmp_path / "reference", tmp_path / "killed"

@@ -98,6 +98,7 @@ def test_batches_read_the_train_split_in_order_and_validation_from_its_start(fol
     np.testing.assert_allclose(np.asarray(b.y[0]), np.asarray(radon(b.x[0], data.geometry)), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_resumed_run_is_bitwise_the_uninterrupted_one_and_loads_without_files(folder, tmp_path, monkeypatch):
     config = _small_config(folder, steps=4)
     full = train(config, tmp_path / "full", progress=False, checkpoint_every=2)

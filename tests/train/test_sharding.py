@@ -87,6 +87,7 @@ def two_device_run():
     return json.loads(line[len("RESULT"):])
 
 
+@pytest.mark.slow
 def test_two_devices_match_one(two_device_run):
     r = two_device_run
     assert r["devices"] == 2
