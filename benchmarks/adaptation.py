@@ -44,18 +44,15 @@ oracle (criterion: >= 1/2), and the calibrated offset/shift against the truth (c
     python benchmarks/adaptation.py --smoke --out /tmp/adaptation_smoke   # tiny model, ~2 minutes
 
 Oracle runs are checkpointed under --runs (default benchmarks/runs/adaptation/<shift>_<steps>) and
-resumed. Writes <out>/adaptation.json, .md and .png (default benchmarks/results/).
+resumed. Writes <out>/adaptation.json, .md and .png (default benchmarks/results/). The rows are
+computed in `adaptation_methods.py`; this script holds the shifts, the checks and the report.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -63,19 +60,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from jaxrecon.adapt.adaptation import adapt_to_dataset, adapt_to_measurement, calibrate_operator, reuse_and_regularise
+from adaptation_methods import draw, misfit, scores, shift_rows
+from harness import HERE, RESULTS, ROOT, at_least, command, environment, floats, fmt, markdown_table, pyplot
+from harness import save_figure, write_results
 from jaxrecon.adapt.operators import AngleOffset, CentreShift
-from jaxrecon.metrics import psnr, ssim
-from jaxrecon.operators import ParallelBeamGeometry, RadonTransform, operator_norm
-from jaxrecon.solvers import tv_pdhg
-from jaxrecon.train import CTData, batch_keys, default_optimizer, fit, reconstruct, reconstruction_loss_fn
-from jaxrecon.train import shepp_logan_sample
-from jaxrecon.train.experiment import build_model, experiment_config, load_trained, train
+from jaxrecon.operators import ParallelBeamGeometry
+from jaxrecon.train import CTData, reconstruct, shepp_logan_sample
+from jaxrecon.train.experiment import experiment_config, load_trained, train
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 DEFAULT_CHECKPOINT = ROOT / "jaxrecon" / "pretrained" / "lpd_quick"
 SHIFTS = ("views", "angle", "centre", "noise")
 LABELS = {
@@ -89,7 +82,6 @@ LABELS = {
 }
 MIN_GAP = 0.1  # dB: below this naive-to-oracle gap the "half the gap" criterion is not decided
 RECOVERY = ("measurement", "dataset", "rr")  # the rows whose share of the naive-to-oracle gap is checked
-ADAPT_OFFSET = 1_000_000  # unlabelled adaptation measurements: train-split indices far beyond any training run
 
 
 # --------------------------------------------------------------------------------------------------
@@ -123,321 +115,13 @@ def make_shift(name: str, geom: ParallelBeamGeometry, noise: float, args) -> dic
 
 
 # --------------------------------------------------------------------------------------------------
-# Data and metrics
-# --------------------------------------------------------------------------------------------------
-
-
-@eqx.filter_jit
-def _draw(data: CTData, keys):
-    return jax.vmap(data.sample)(keys)
-
-
-def draw(data: CTData, seed: int, split: str, start: int, count: int):
-    return _draw(data, batch_keys(seed, split, start, count))
-
-
-@jax.jit
-def _scores(xs, refs):  # data range: that of each reference
-    return jax.vmap(psnr)(xs, refs), jax.vmap(ssim)(xs, refs)
-
-
-def scores(xs, refs) -> dict:
-    """PSNR/SSIM of an evaluation stack: entry 0 is Shepp-Logan, the rest the test ellipses."""
-    p, s = (np.asarray(v, np.float64) for v in _scores(jnp.asarray(xs, refs.dtype), refs))
-    return dict(shepp_logan=float(p[0]), shepp_logan_ssim=float(s[0]), test=float(p[1:].mean()),
-                test_std=float(p[1:].std()), test_ssim=float(s[1:].mean()))
-
-
-def mean_psnr(xs, refs) -> float:
-    return float(np.mean(np.asarray(_scores(jnp.asarray(xs, refs.dtype), refs)[0])))
-
-
-def num_params(model) -> int:
-    return int(sum(a.size for a in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))))
-
-
-@eqx.filter_jit
-def _data_fit(model, op, ys):
-    return jnp.mean(jax.vmap(lambda y: jnp.sum((y - op(model(y, op))) ** 2))(ys))
-
-
-@eqx.filter_jit
-def _misfits(op, xs, ys, ys_exact, xs_naive):
-    sq = lambda r: jnp.sum(r**2, axis=(1, 2))
-    noise = sq(ys - ys_exact)
-    return dict(discretisation=sq(ys_exact - jax.vmap(op)(xs)) / noise, truth=sq(ys - jax.vmap(op)(xs)) / noise,
-                naive=sq(ys - jax.vmap(op)(xs_naive)) / noise)
-
-
-def misfit(model, shift, config, args) -> dict:
-    """Why a data-fit loss misleads: on the validation ellipses, the misfits ||.||^2 under the operator the
-    methods believe in (shifted when known, nominal otherwise), in units of the noise energy ||y - Rf||^2:
-    of the exact data Rf by the truth x (discretisation error: Rf are exact line integrals, A x a discrete
-    projection), of y by x, and of y by the naive reconstruction. Means over the validation set."""
-    d, seed = config["data"], config["seed"]
-    noisy = CTData(shift["geometry"], shift["noise"], d["preset"], d["supersample"])
-    exact = CTData(shift["geometry"], 0.0, d["preset"], d["supersample"])
-    val, val0 = (draw(data, seed, "validation", 0, args.num_val) for data in (noisy, exact))
-    op = RadonTransform(shift["nominal"])
-    xs_naive = reconstruct(model, op, val.y, batch_size=8)
-    return {k: float(np.mean(np.asarray(v))) for k, v in _misfits(op, val.x, val.y, val0.y, xs_naive).items()}
-
-
-@functools.cache
-def _adam(learning_rate: float, decay_steps: int | None = None):
-    """Adam (cosine-decayed to 5% over `decay_steps` if given), one object per setting."""
-    if decay_steps is None:
-        return optax.adam(learning_rate)
-    return optax.adam(optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=0.05))
-
-
-@functools.cache
-def _default_optimizer(learning_rate: float, steps: int, clip):
-    return default_optimizer(learning_rate, num_steps=steps, clip=clip)
-
-
-# --------------------------------------------------------------------------------------------------
-# Per-measurement calibration and adaptation (vmapped over fixed-size chunks: compiled once)
-# --------------------------------------------------------------------------------------------------
-
-
-@eqx.filter_jit
-def _calibrate_chunk(family, ys, steps, optimizer):
-    """`calibrate_operator` on each measurement alone: `phi_i` for every `y_i`."""
-    return jax.vmap(lambda y: calibrate_operator(y[None], family, steps=steps, optimizer=optimizer)[0])(ys)
-
-
-@eqx.filter_jit
-def _adapt_chunk(model, family, phis, ys, mu, steps, optimizer):
-    """`adapt_to_measurement` on each `y_i` with the operator `family.operator(phi_i)`; its reconstruction."""
-
-    def one(phi, y):
-        op = family.operator(phi)
-        adapted, _ = adapt_to_measurement(model, y, op, mu=mu, steps=steps, optimizer=optimizer)
-        return adapted(y, op)
-
-    return jax.vmap(one)(phis, ys)
-
-
-@eqx.filter_jit
-def _apply_chunk(model, family, phis, ys):
-    return jax.vmap(lambda phi, y: model(y, family.operator(phi)))(phis, ys)
-
-
-def _chunked(fn, arrays: tuple, chunk: int):
-    """`fn(*arrays)` in chunks of `chunk` along axis 0 (the last one padded by repetition): one compilation
-    for every number of measurements."""
-    n = arrays[0].shape[0]
-    pad = -n % chunk
-    arrays = tuple(jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) for a in arrays)
-    outs = [fn(*(a[i : i + chunk] for a in arrays)) for i in range(0, n + pad, chunk)]
-    return jnp.concatenate(outs)[:n]
-
-
-@eqx.filter_jit
-def _rr_chunk(model, family, op0, phis, ys, x0s, lam, steps, optimizer):
-    """`reuse_and_regularise` on each `y_i` under `family.operator(phi_i)`, from `x0_i`."""
-    return jax.vmap(lambda phi, y, x0: reuse_and_regularise(model, y, family.operator(phi), op0, lam=lam,
-                                                            steps=steps, optimizer=optimizer, x0=x0)[0])(phis, ys, x0s)
-
-
-def calibrate_each(shift, ys, args, calib_opt):
-    """The per-measurement calibrated parameters `phis` (zeros when the operator is known)."""
-    if shift["known"]:
-        return jnp.zeros((ys.shape[0],), ys.dtype)
-    family = shift["family"]
-    return _chunked(lambda y: _calibrate_chunk(family, y, args.calibration_steps, calib_opt), (ys,), args.chunk)
-
-
-def per_measurement(model, shift, ys, phis, mus_abs, args, opt):
-    """Per-measurement adaptation of the measurements `ys` under `family.operator(phis)`:
-    `{mu: reconstructions}` (mu = inf: not adapted)."""
-    family, chunk = shift["family"], args.chunk
-    out = {math.inf: _chunked(lambda p, y: _apply_chunk(model, family, p, y), (phis, ys), chunk)}
-    for mu in mus_abs:
-        mu_arr = jnp.asarray(mu, ys.dtype)
-        out[mu] = _chunked(lambda p, y: _adapt_chunk(model, family, p, y, mu_arr, args.measurement_steps, opt),
-                           (phis, ys), chunk)
-    return out
-
-
-def rr_per_measurement(model, shift, op0, ys, phis, naive_xs, lams_abs, args, opt):
-    """Reuse-and-regularise reconstructions of `ys`: `{lam: reconstructions}` (lam = inf: not used, the
-    naive reconstructions `naive_xs`, which are also the starting points)."""
-    family = shift["family"]
-    out = {math.inf: naive_xs}
-    for lam in lams_abs:
-        lam_arr = jnp.asarray(lam, ys.dtype)
-        out[lam] = _chunked(lambda p, y, x0: _rr_chunk(model, family, op0, p, y, x0, lam_arr, args.rr_steps, opt),
-                            (phis, ys, naive_xs), args.chunk)
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# TV and the oracle
-# --------------------------------------------------------------------------------------------------
-
-
-@eqx.filter_jit
-def _tv_path(op, y, alphas, op_norm, iterations):
-    return jax.vmap(lambda a: tv_pdhg(op, y, a, max_iter=iterations, op_norm=op_norm).x)(alphas)
-
-
-def tv_row(op, val, ys_eval, alphas, iterations):
-    """TV with the weight of best mean validation PSNR; its reconstructions of `ys_eval`."""
-    dtype = val.y.dtype
-    op_norm = jnp.asarray(1.01 * float(operator_norm(op, num_iter=100)), dtype)
-    a = jnp.asarray(alphas, dtype)
-    paths = jnp.stack([_tv_path(op, y, a, op_norm, iterations) for y in val.y])  # (N, alphas, H, W)
-    val_scores = [mean_psnr(paths[:, i], val.x) for i in range(len(alphas))]
-    best = int(np.argmax(val_scores))
-    one = a[best : best + 1]
-    xs = jnp.stack([_tv_path(op, y, one, op_norm, iterations)[0] for y in ys_eval])
-    return xs, dict(alpha=float(alphas[best]), alphas=[float(v) for v in alphas],
-                    validation_psnr=[float(v) for v in val_scores], iterations=iterations)
-
-
-def train_oracle(config, base_model, data1: CTData, val, directory: Path, steps: int, init: str, progress: bool,
-                 shift_info: dict):
-    """The model of `config` trained with ground truth under the shifted data `data1` (resumable)."""
-    op1 = data1.operator
-    dtype = data1.geometry.angles.dtype
-    model = build_model(config, op1, dtype=dtype) if init == "scratch" else base_model
-    t = config["train"]
-    seed, bs = config["seed"], t["batch_size"]
-    every = max(1, min(t["validate_every"], steps))
-    run_config = dict(config, train=dict(t, steps=steps), adaptation_oracle=dict(shift_info, init=init))
-
-    def batch_fn(k):
-        return draw(data1, seed, "train", k * bs, bs)
-
-    def validate(m):
-        return {"psnr_mean": mean_psnr(reconstruct(m, op1, val.y, batch_size=8), val.x)}
-
-    optimizer = _default_optimizer(t["learning_rate"], steps, t["clip"])
-    result = fit(model, reconstruction_loss_fn(op1), batch_fn, optimizer, steps,
-                 validate_fn=validate, validate_every=every, checkpoint_dir=directory, checkpoint_every=every,
-                 config=run_config, progress=progress)
-    h = result.history
-    return result.model, dict(steps=steps, init=init, batch_size=bs, train_seconds=float(h["time"][-1]) if h["time"]
-                              else 0.0, validation_psnr=h.get("val_psnr_mean", []), directory=str(directory))
-
-
-# --------------------------------------------------------------------------------------------------
-# One shift
+# One shift: the rows (adaptation_methods.py) and the checks
 # --------------------------------------------------------------------------------------------------
 
 
 def run_shift(shift, model, config, geom0, args, runs: Path, progress: bool) -> tuple[dict, dict]:
     t_start = time.perf_counter()
-    name, seed = shift["name"], config["seed"]
-    d = config["data"]
-    data1 = CTData(shift["geometry"], shift["noise"], d["preset"], d["supersample"])
-    op1, op_naive = data1.operator, RadonTransform(shift["nominal"])
-    op_naive_0 = RadonTransform(geom0)  # the operator the model was trained for
-    val = draw(data1, seed, "validation", 0, args.num_val)
-    test = draw(data1, seed, "test", 0, args.num_test)
-    sl = shepp_logan_sample(data1)
-    ys_eval = jnp.concatenate([sl.y[None], test.y])
-    xs_eval = jnp.concatenate([sl.x[None], test.x])
-    ys_adapt = draw(data1, seed, "train", ADAPT_OFFSET, args.num_adapt).y  # unlabelled
-    family = shift["family"]
-    rows, recons, timing = [], {}, {}
-
-    def add(method, xs, **extra):
-        rows.append(dict(method=method, **scores(xs, xs_eval), **extra))
-        recons[method] = np.asarray(xs[0])
-
-    add("naive", reconstruct(model, op_naive, ys_eval, batch_size=8),
-        operator="shifted (known)" if shift["known"] else "nominal (offset unknown)")
-    if not shift["known"]:
-        add("naive_true", reconstruct(model, op1, ys_eval, batch_size=8), operator="true shifted (oracle knowledge)")
-
-    # --- the proximity weights, in units of the naive misfit per parameter
-    P = num_params(model)
-    fit0 = float(_data_fit(model, op_naive, ys_adapt))
-    mus = {c: c * fit0 / P for c in args.mu_grid}
-    opt = _adam(args.adapt_lr)  # one object per setting: compiled loops are reused across shifts
-    calib_opt = None if shift["known"] else _adam(shift["lr"], args.calibration_steps)
-
-    # --- adapted on the dataset: calibrate phi once, adapt theta for each mu, select on validation
-    t0 = time.perf_counter()
-    phi_hat, calib_hist = jnp.zeros((), ys_adapt.dtype), None
-    if not shift["known"]:
-        phi_hat, calib_hist = calibrate_operator(ys_adapt, family, steps=args.calibration_steps,
-                                                 batch_size=min(args.calibration_batch, args.num_adapt),
-                                                 optimizer=calib_opt, key=jax.random.key(seed), progress=progress)
-    op_hat = family.operator(phi_hat)
-    candidates = {math.inf: model}
-    for c, mu in mus.items():
-        candidates[mu], _, _ = adapt_to_dataset(
-            model, ys_adapt, family, phi_hat, mu=mu, steps=args.dataset_steps,
-            batch_size=min(args.batch_size, args.num_adapt), optimizer=opt, learn_operator=False,
-            key=jax.random.key(seed), progress=progress)
-    val_ds = {mu: mean_psnr(reconstruct(m, op_hat, val.y, batch_size=8), val.x) for mu, m in candidates.items()}
-    mu_ds = max(val_ds, key=val_ds.get)
-    dataset_extra = dict(mu=_finite(mu_ds), mu_relative=_relative(mu_ds, fit0, P),
-                         validation_psnr={_key(m, fit0, P): v for m, v in val_ds.items()})
-    if not shift["known"]:
-        phi = float(phi_hat)
-        trace = np.asarray(calib_hist["phi"])[:: max(1, args.calibration_steps // 50)]
-        dataset_extra.update(phi=phi, true_phi=shift["true_phi"], unit=shift["unit"],
-                             phi_relative_error=abs(phi - shift["true_phi"]) / abs(shift["true_phi"]),
-                             calibration_trace=[float(v) for v in trace])
-    add("dataset", reconstruct(candidates[mu_ds], op_hat, ys_eval, batch_size=8), **dataset_extra)
-    timing["dataset"] = time.perf_counter() - t0
-
-    # --- adapted per measurement: mu selected on the first validation measurements
-    t0 = time.perf_counter()
-    k = min(args.select_size, args.num_val)
-    phis_val, phis = calibrate_each(shift, val.y[:k], args, calib_opt), calibrate_each(shift, ys_eval, args, calib_opt)
-    sel = per_measurement(model, shift, val.y[:k], phis_val, list(mus.values()), args, opt)
-    val_pm = {mu: mean_psnr(xs, val.x[:k]) for mu, xs in sel.items()}
-    mu_pm = max(val_pm, key=val_pm.get)
-    chosen = [] if math.isinf(mu_pm) else [mu_pm]
-    evals = per_measurement(model, shift, ys_eval, phis, chosen, args, opt)
-    pm_extra = dict(mu=_finite(mu_pm), mu_relative=_relative(mu_pm, fit0, P), steps=args.measurement_steps,
-                    validation_psnr={_key(m, fit0, P): v for m, v in val_pm.items()}, selection_size=k)
-    if not shift["known"]:
-        ph = np.asarray(phis, np.float64)
-        pm_extra.update(phi_shepp_logan=float(ph[0]), phi_test_mean=float(ph[1:].mean()),
-                        phi_test_std=float(ph[1:].std()), true_phi=shift["true_phi"], unit=shift["unit"])
-    add("measurement", evals[mu_pm], **pm_extra)
-    timing["measurement"] = time.perf_counter() - t0
-
-    # --- reuse and regularise (theta0 kept): lam selected on the same validation measurements
-    t0 = time.perf_counter()
-    norm2 = float(operator_norm(op_naive, num_iter=100)) ** 2  # of the operator the method believes in
-    lams = {c: c * norm2 for c in args.rr_grid}
-    rr_opt = _adam(args.rr_lr)
-    sel_rr = rr_per_measurement(model, shift, op_naive_0, val.y[:k], phis_val, sel[math.inf], list(lams.values()),
-                              args, rr_opt)
-    val_rr = {lam: mean_psnr(xs, val.x[:k]) for lam, xs in sel_rr.items()}
-    lam_rr = max(val_rr, key=val_rr.get)
-    chosen = [] if math.isinf(lam_rr) else [lam_rr]
-    evals_rr = rr_per_measurement(model, shift, op_naive_0, ys_eval, phis, evals[math.inf], chosen, args, rr_opt)
-    add("rr", evals_rr[lam_rr], lam=_finite(lam_rr), lam_relative=None if math.isinf(lam_rr) else lam_rr / norm2,
-        steps=args.rr_steps, op1_norm_squared=norm2, selection_size=k,
-        validation_psnr={("not used" if math.isinf(v) else f"{v / norm2:g}"): p for v, p in val_rr.items()})
-    timing["rr"] = time.perf_counter() - t0
-
-    # --- retrained oracle
-    t0 = time.perf_counter()
-    steps = args.oracle_steps or config["train"]["steps"]
-    info = dict(shift=name, label=shift["label"], noise=shift["noise"],
-                angles=[float(a) for a in np.asarray(shift["geometry"].angles)],
-                detector_offset=float(shift["geometry"].detector_offset))
-    oracle, oracle_info = train_oracle(config, model, data1, val, runs / f"{name}_{steps}steps_{args.oracle_init}",
-                                       steps, args.oracle_init, progress, info)
-    add("oracle", reconstruct(oracle, op1, ys_eval, batch_size=8), **oracle_info)
-    timing["oracle"] = time.perf_counter() - t0
-
-    # --- TV with the true shifted operator
-    t0 = time.perf_counter()
-    xs_tv, tv_info = tv_row(op1, val, ys_eval, args.tv_alphas, args.tv_iterations)
-    add("tv", xs_tv, operator="true shifted", **tv_info)
-    timing["tv"] = time.perf_counter() - t0
-
+    rows, images, units = shift_rows(shift, model, config, geom0, args, runs, progress)
     by = {r["method"]: r for r in rows}
     checks = {}
     for col in ("test", "shepp_logan"):
@@ -451,33 +135,14 @@ def run_shift(shift, model, config, geom0, args, runs: Path, progress: bool) -> 
     checks["half_gap_recovered_by"] = by_method
     if not shift["known"]:
         checks["phi_within_10_percent"] = by["dataset"]["phi_relative_error"] <= 0.10
-    result = dict(shift=name, label=shift["label"], known_operator=shift["known"], rows=rows, checks=checks,
-                  misfit=misfit(model, shift, config, args),
-                  num_params=P, naive_data_fit=fit0, mu_units="fit0 / num_params", timing=timing,
-                  seconds=time.perf_counter() - t_start)
-    return result, dict(truth=np.asarray(sl.x), **recons)
-
-
-def _finite(mu):
-    return None if math.isinf(mu) else mu
-
-
-def _relative(mu, fit0, P):
-    return None if math.isinf(mu) else mu * P / fit0
-
-
-def _key(mu, fit0, P):
-    return "no adaptation" if math.isinf(mu) else f"{mu * P / fit0:g}"
+    result = dict(shift=shift["name"], label=shift["label"], known_operator=shift["known"], rows=rows, checks=checks,
+                  misfit=misfit(model, shift, config, args), **units, seconds=time.perf_counter() - t_start)
+    return result, images
 
 
 # --------------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------------
-
-
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
-
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -493,7 +158,7 @@ def parse(argv=None):
     ap.add_argument("--num-val", type=int, default=16)
     ap.add_argument("--num-adapt", type=int, default=32, help="unlabelled measurements for dataset adaptation")
     ap.add_argument("--select-size", type=int, default=4, help="validation measurements to choose mu per measurement")
-    ap.add_argument("--mu-grid", type=_floats, default=[0.0, 1e2, 1e4], help="in units of fit0 / num_params")
+    ap.add_argument("--mu-grid", type=floats, default=[0.0, 1e2, 1e4], help="in units of fit0 / num_params")
     ap.add_argument("--adapt-lr", type=float, default=3e-4)
     ap.add_argument("--dataset-steps", type=int, default=100)
     ap.add_argument("--measurement-steps", type=int, default=50)
@@ -502,7 +167,7 @@ def parse(argv=None):
     ap.add_argument("--calibration-batch", type=int, default=8, help="measurements per calibration step")
     ap.add_argument("--angle-lr", type=float, default=5e-3, help="calibration Adam step for the angle (rad)")
     ap.add_argument("--centre-lr", type=float, default=5e-2, help="calibration Adam step for the shift (px)")
-    ap.add_argument("--rr-grid", type=_floats, default=[0.03, 0.1, 0.3, 1.0],
+    ap.add_argument("--rr-grid", type=floats, default=[0.03, 0.1, 0.3, 1.0],
                     help="reuse-and-regularise weights lam, in units of ||A1||^2")
     ap.add_argument("--rr-steps", type=int, default=50, help="reuse-and-regularise Adam steps per measurement")
     ap.add_argument("--rr-lr", type=float, default=3e-3, help="reuse-and-regularise Adam step (image units)")
@@ -511,9 +176,9 @@ def parse(argv=None):
     ap.add_argument("--oracle-init", choices=("scratch", "trained"), default="scratch",
                     help="oracle from a fresh initialisation (same seed) or fine-tuned from the trained model")
     ap.add_argument("--tv-iterations", type=int, default=500)
-    ap.add_argument("--tv-alphas", type=_floats, default=list(np.geomspace(0.05, 20.0, 14)))
+    ap.add_argument("--tv-alphas", type=floats, default=list(np.geomspace(0.05, 20.0, 14)))
     ap.add_argument("--runs", default=str(HERE / "runs" / "adaptation"))
-    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--smoke", action="store_true",
                     help="tiny 32 x 32 setting with a tiny LPD trained here for a few steps (plumbing check, ~2 min)")
     ap.add_argument("--misfit-only", action="store_true",
@@ -526,10 +191,9 @@ def parse(argv=None):
     bad = set(args.shifts) - set(SHIFTS)
     if bad:
         ap.error(f"unknown shifts {sorted(bad)}; expected some of {SHIFTS}")
-    for what in ("num_test", "num_val", "num_adapt", "select_size", "batch_size", "dataset_steps",
-                 "measurement_steps", "rr_steps", "calibration_steps", "calibration_batch", "chunk", "tv_iterations", "views"):
-        if getattr(args, what) < 1:
-            ap.error(f"--{what.replace('_', '-')} must be >= 1, got {getattr(args, what)}")
+    at_least(ap, args, 1, "num_test", "num_val", "num_adapt", "select_size", "batch_size", "dataset_steps",
+             "measurement_steps", "rr_steps", "calibration_steps", "calibration_batch", "chunk", "tv_iterations",
+             "views")
     if args.oracle_steps is not None and args.oracle_steps < 1:
         ap.error(f"--oracle-steps must be >= 1, got {args.oracle_steps}")
     for what in ("mu_grid", "rr_grid"):
@@ -585,20 +249,18 @@ def main(argv=None):
     print(f"model ({source}) on its own setting: Shepp-Logan {nominal['shepp_logan']:.2f} dB, "
           f"test {nominal['test']:.2f} dB", flush=True)
 
-    command = " ".join(["python", "benchmarks/adaptation.py", *(sys.argv[1:] if argv is None else argv)])
+    cmd = command(__file__, argv)
     if args.misfit_only:
         rows = []
         for name in args.shifts:
             shift = make_shift(name, geom, d["noise"], args)
             rows.append(dict(shift=name, label=shift["label"], known_operator=shift["known"],
                              misfit=misfit(model, shift, config, args)))
-        meta = dict(model=source, command=command, num_val=args.num_val, jax=jax.__version__,
-                    date=time.strftime("%Y-%m-%d %H:%M:%S"), platform=platform.platform())
-        (out / "adaptation_misfit.json").write_text(json.dumps(dict(meta=meta, results=rows), indent=1))
-        (out / "adaptation_misfit.md").write_text("\n".join(
-            ["# Data misfits of the adaptation benchmark's shifts", "", f"`{command}`, {meta['date']}, jax {meta['jax']}.",
-             "", *misfit_table(rows, args.num_val)]) + "\n")
-        print((out / "adaptation_misfit.md").read_text(), flush=True)
+        meta = dict(model=source, command=cmd, num_val=args.num_val, **environment("jax", "date", "platform"))
+        _, md = write_results("adaptation_misfit", dict(meta=meta, results=rows), "\n".join(
+            ["# Data misfits of the adaptation benchmark's shifts", "", f"`{cmd}`, {meta['date']}, jax {meta['jax']}.",
+             "", *misfit_table(rows, args.num_val)]), out)
+        print(md.read_text(), flush=True)
         return
 
     results, figures = [], {}
@@ -615,30 +277,21 @@ def main(argv=None):
         complete = len(results) == len(args.shifts)
         meta = dict(model=source, config=config, nominal=nominal, smoke=args.smoke,
                     total_seconds=time.perf_counter() - start, complete=complete,
-                    devices=[str(dv) for dv in jax.devices()], platform=platform.platform(),
-                    cpu_count=os.cpu_count(), jax=jax.__version__, date=time.strftime("%Y-%m-%d %H:%M:%S"),
+                    **environment("devices", "platform", "cpu_count", "jax", "date"),
                     options={k: v for k, v in vars(args).items() if k not in ("shifts",)}, shifts=args.shifts,
-                    command=command)
-        (out / "adaptation.json").write_text(json.dumps(dict(meta=meta, results=results), indent=1, default=_json))
-        markdown(meta, results, out / "adaptation.md")
+                    command=cmd)
+        write_results("adaptation", dict(meta=meta, results=results), markdown(meta, results), out)
         figure(figures, out / "adaptation.png")
     print(f"total {meta['total_seconds'] / 60:.1f} min; wrote {out}/adaptation.json/.md/.png", flush=True)
 
 
-def _json(obj):
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, (np.ndarray, jax.Array)):
-        return np.asarray(obj).tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+# --------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------
 
 
 def _yes(flag) -> str:
     return "-" if flag is None else ("yes" if flag else "NO")
-
-
-def _f(v, digits=2):
-    return "-" if v is None else f"{v:.{digits}f}"
 
 
 def _setting(r) -> str:
@@ -662,7 +315,7 @@ def _setting(r) -> str:
     return r.get("operator", "")
 
 
-def markdown(meta, results, path: Path):
+def markdown(meta, results) -> str:
     c, nom, o = meta["config"], meta["nominal"], meta["options"]
     d = c["data"]
     lines = [
@@ -688,32 +341,29 @@ def markdown(meta, results, path: Path):
         "",
     ]
     for res in results:
-        lines += [f"## {res['label']}" + ("" if res["known_operator"] else " (unknown to the model)"), "",
-                  "| method | Shepp-Logan PSNR (dB) | test ellipses PSNR (dB) | setting |", "|---|---|---|---|"]
-        for r in res["rows"]:
-            lines.append(f"| {LABELS[r['method']]} | {r['shepp_logan']:.2f} | {r['test']:.2f} +- {r['test_std']:.2f} "
-                         f"| {_setting(r)} |")
+        lines += [f"## {res['label']}" + ("" if res["known_operator"] else " (unknown to the model)"), ""]
+        lines += markdown_table(["method", "Shepp-Logan PSNR (dB)", "test ellipses PSNR (dB)", "setting"], [
+            [LABELS[r["method"]], f"{r['shepp_logan']:.2f}", f"{r['test']:.2f} +- {r['test_std']:.2f}", _setting(r)]
+            for r in res["rows"]])
         lines.append("")
     lines += ["## Checks", "",
               "Share of the naive-to-oracle PSNR gap recovered (test ellipses; Shepp-Logan in brackets); "
               f"criterion: at least 0.5 by one of the three methods (not decided, -, when the gap is below {MIN_GAP} dB). "
-              "Calibrated parameter (dataset method): criterion within 10% of the truth.",
-              "", "| shift | gap (dB) | per measurement | dataset | reuse and regularise | >= 1/2 | parameter "
-              "| within 10% |", "|---|---|---|---|---|---|---|---|"]
+              "Calibrated parameter (dataset method): criterion within 10% of the truth.", ""]
+    rows = []
     for res in results:
         ch = res["checks"]
         t, s = ch["test"], ch["shepp_logan"]
         ds = next(r for r in res["rows"] if r["method"] == "dataset")
         par = (f"{ds['phi']:.4g} vs {ds['true_phi']:.4g} {ds['unit']}" if "phi" in ds else "known")
-        ok = ch.get("phi_within_10_percent")
-        lines.append(
-            f"| {res['label']} | {t['gap']:.2f} ({s['gap']:.2f}) | {_f(t['measurement'])} ({_f(s['measurement'])}) "
-            f"| {_f(t['dataset'])} ({_f(s['dataset'])}) | {_f(t['rr'])} ({_f(s['rr'])}) "
-            f"| {_yes(ch['half_gap_recovered'])} | {par} "
-            f"| {_yes(ok)} |")
+        rows.append([res["label"], f"{t['gap']:.2f} ({s['gap']:.2f})",
+                     *(f"{fmt(t[m])} ({fmt(s[m])})" for m in RECOVERY),
+                     _yes(ch["half_gap_recovered"]), par, _yes(ch.get("phi_within_10_percent"))])
+    lines += markdown_table(["shift", "gap (dB)", "per measurement", "dataset", "reuse and regularise", ">= 1/2",
+                             "parameter", "within 10%"], rows)
     if all("misfit" in res for res in results):
         lines += ["", "## Data misfits", "", *misfit_table(results, meta["options"]["num_val"])]
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def misfit_table(results, num_val: int) -> list[str]:
@@ -723,22 +373,16 @@ def misfit_table(results, num_val: int) -> list[str]:
              "Rf: exact line integrals; A x: the discrete projection of the pixel-average truth. A data-fit "
              "loss counts the discretisation error as signal to explain: where the truth's own misfit is several "
              "noise energies, a lower misfit is not a better image (for unknown shifts, the nominal operator's "
-             "error adds to it, which calibration removes).", "",
-             "| shift | Rf - A x (discretisation) | y - A x (truth) | y - A f(y) (naive) |", "|---|---|---|---|"]
-    for res in results:
-        m = res["misfit"]
-        lines.append(f"| {res['label']} | {m['discretisation']:.2f} | {m['truth']:.2f} | {m['naive']:.2f} |")
+             "error adds to it, which calibration removes).", ""]
+    lines += markdown_table(["shift", "Rf - A x (discretisation)", "y - A x (truth)", "y - A f(y) (naive)"], [
+        [res["label"], f"{res['misfit']['discretisation']:.2f}", f"{res['misfit']['truth']:.2f}",
+         f"{res['misfit']['naive']:.2f}"] for res in results])
     return lines + [""]
 
 
 def figure(figures, path: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cols = ["truth", "naive", "measurement", "dataset", "rr", "oracle", "tv"]
-    fig, axes = plt.subplots(len(figures), len(cols), figsize=(2.2 * len(cols), 2.4 * len(figures)), squeeze=False)
+    fig, axes = pyplot().subplots(len(figures), len(cols), figsize=(2.2 * len(cols), 2.4 * len(figures)), squeeze=False)
     for i, (label, recs, by) in enumerate(figures.values()):
         for j, m in enumerate(cols):
             ax = axes[i, j]
@@ -749,9 +393,7 @@ def figure(figures, path: Path):
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(label, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import os
 import platform
@@ -40,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from harness import RESULTS, fmt, markdown_table, pyplot, save_figure, write_results
 from jaxrecon.metrics import psnr, ssim
 from jaxrecon.operators import ParallelBeamGeometry, RadonTransform, fbp, gaussian_noise, operator_norm
 from jaxrecon.phantoms import ellipse_sinogram, random_ellipse_phantom, rasterize, shepp_logan_ellipses
@@ -221,7 +221,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small grids and few iterations (a smoke run)")
     ap.add_argument("--held-out", type=int, default=4, help="random-ellipse phantoms for the parameter choice")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     held_out = 2 if args.quick else args.held_out
     load_before = os.getloadavg()
@@ -238,7 +238,7 @@ def main(argv=None):
         (x, iters), seconds = _timed(lambda: m.run(t_prob, best))
         rows.append(_row(m, best, x, t_prob, iters, seconds, scores, select_seconds))
         recons[m.name] = np.asarray(x)
-        print(f"{m.name:32s} {m.param_name}={_fmt(best):<12s} PSNR {rows[-1]['psnr']:6.2f} SSIM {rows[-1]['ssim']:.3f} "
+        print(f"{m.name:32s} {m.param_name}={fmt(best, '{:.4g}'):<12s} PSNR {rows[-1]['psnr']:6.2f} SSIM {rows[-1]['ssim']:.3f} "
               f"it {iters:5d} {seconds * 1e3:8.1f} ms", flush=True)
 
     # Oracle (not a fair row): TV with c tuned on Shepp-Logan itself, to separate the method from the rule.
@@ -282,12 +282,10 @@ def main(argv=None):
                 sigma_held_out=[float(p.sigma) for p in train],
                 load_average_before_after=[list(load_before), list(os.getloadavg())])
     checks = _checks(rows, anchor_rows, path)
-    os.makedirs(args.out, exist_ok=True)
     name = "classical_quick" if args.quick else "classical"
-    with open(os.path.join(args.out, name + ".json"), "w") as f:
-        json.dump(dict(meta=meta, rows=rows, published_convention=anchor_rows, path=path, checks=checks, landweber_relative_error=error_curve.tolist()), f, indent=1)
-    with open(os.path.join(args.out, name + ".md"), "w") as f:
-        f.write(markdown(meta, rows, anchor_rows, path, checks, error_curve))
+    write_results(name, dict(meta=meta, rows=rows, published_convention=anchor_rows, path=path, checks=checks,
+                             landweber_relative_error=error_curve.tolist()),
+                  markdown(meta, rows, anchor_rows, path, checks, error_curve), args.out)
     figure(test, test64, recons, rows, error_curve, os.path.join(args.out, name + ".png"))
 
 
@@ -318,8 +316,10 @@ def _checks(rows, anchor_rows, path) -> list[dict]:
     return out
 
 
-def _fmt(v):
-    return v if isinstance(v, str) else f"{v:.4g}"
+def _cells(r) -> list[str]:
+    """Method, parameter, alpha, PSNR, SSIM and iterations of a row, as table cells."""
+    return [r["method"], f"{r['parameter']} = {fmt(r['value'], '{:.4g}')}", fmt(r["alpha"], "{:.4g}", ""),
+            f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", r["iterations"]]
 
 
 def markdown(meta, rows, anchor_rows, path, checks, error_curve):
@@ -339,36 +339,30 @@ def markdown(meta, rows, anchor_rows, path, checks, error_curve):
         "by the discrepancy principle, tau chosen the same way. PSNR/SSIM with data range 1 against 4x4-supersampled "
         "pixel averages of the phantom (the JSON also has `psnr_points`, against point samples). Time: median of 3 jitted runs after a warm-up (compile excluded). TSVD runs on "
         "the 64x64 problem (30 angles, 92 detectors).", "",
-        "| method | parameter | alpha | PSNR (dB) | SSIM | iterations | time (ms) | image |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        alpha = "" if r["alpha"] is None else f"{r['alpha']:.4g}"
-        lines.append(f"| {r['method']} | {r['parameter']} = {_fmt(r['value'])} | {alpha} | {r['psnr']:.2f} | "
-                     f"{r['ssim']:.3f} | {r['iterations']} | {r['seconds'] * 1e3:.1f} | {r['image']} |")
+    lines += markdown_table(["method", "parameter", "alpha", "PSNR (dB)", "SSIM", "iterations", "time (ms)", "image"],
+                            [[*_cells(r), f"{r['seconds'] * 1e3:.1f}", r["image"]] for r in rows])
     lines += ["", "The oracle row tunes TV's c on Shepp-Logan itself (the same grid): it is not a fair comparison, "
               "it shows how much of TV's result is the held-out parameter rule.", "",
               "Published anchors (Adler and Öktem 2018, same setting): FBP 19.75 dB, TV 28.1-29.8 dB. Their data come "
               "from ODL's projector applied to the point-sampled phantom, and PSNR is against that phantom. The same "
               "convention here (our projector on `rasterize(shepp_logan)`, 5% noise, truth = point samples; held-out "
-              "phantoms likewise, the same rule):", "",
-              "| method | parameter | alpha | PSNR (dB) | SSIM | iterations |", "|---|---|---|---|---|---|"]
-    for r in anchor_rows:
-        alpha = "" if r["alpha"] is None else f"{r['alpha']:.4g}"
-        lines.append(f"| {r['method']} | {r['parameter']} = {_fmt(r['value'])} | {alpha} | {r['psnr']:.2f} | "
-                     f"{r['ssim']:.3f} | {r['iterations']} |")
+              "phantoms likewise, the same rule):", ""]
+    lines += markdown_table(["method", "parameter", "alpha", "PSNR (dB)", "SSIM", "iterations"],
+                            [_cells(r) for r in anchor_rows])
     lines += ["", "In that convention the point-sampled phantom's staircase edges are part of the truth; the held-out "
               "phantoms then prefer a larger c than Shepp-Logan, so the rule under-performs the oracle there (the "
               "anchors' TV was tuned on Shepp-Logan). With analytic data, point samples are the wrong truth for any "
               "method (the data carry partial-volume edges): the main table's pixel-average PSNR is the meaningful one "
-              "there, and the issue asks for data without the inverse crime.", "",
-              "## Checks", "", "| check | value | result |", "|---|---|---|"]
-    lines += [f"| {c['check']} | {c['value']} | {'PASS' if c['passed'] else 'FAIL'} |" for c in checks]
+              "there, and the issue asks for data without the inverse crime.", "", "## Checks", ""]
+    lines += markdown_table(["check", "value", "result"],
+                            [[c["check"], c["value"], "PASS" if c["passed"] else "FAIL"] for c in checks])
     lines += ["", "TV against ODL's and SCICO's PDHG on the same problem: `benchmarks/results/tv_peers.md`.", "",
-              "## Regularisation path (16 alphas)", "", "| solver | one vmapped call (ms) | 16 jitted calls (ms) | speed-up | max difference |",
-              "|---|---|---|---|---|"]
-    for k, v in path.items():
-        lines.append(f"| {k} | {v['vmapped_seconds'] * 1e3:.1f} | {v['separate_seconds'] * 1e3:.1f} | {v['speedup']:.2f} | {v['max_abs_difference']:.2e} |")
+              "## Regularisation path (16 alphas)", ""]
+    lines += markdown_table(
+        ["solver", "one vmapped call (ms)", "16 jitted calls (ms)", "speed-up", "max difference"],
+        [[k, f"{v['vmapped_seconds'] * 1e3:.1f}", f"{v['separate_seconds'] * 1e3:.1f}", f"{v['speedup']:.2f}",
+          f"{v['max_abs_difference']:.2e}"] for k, v in path.items()])
     lines += ["", "## Landweber semi-convergence", "",
               f"Relative error on Shepp-Logan is smallest ({error_curve[best]:.4f}) at iteration {best + 1}, and "
               f"{error_curve[-1]:.4f} after {len(error_curve)} iterations (curve in the JSON and the figure)."]
@@ -376,14 +370,9 @@ def markdown(meta, rows, anchor_rows, path, checks, error_curve):
 
 
 def figure(test, test64, recons, rows, error_curve, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n = len(recons) + 2
     cols = 4
-    fig, axes = plt.subplots(-(-n // cols), cols, figsize=(3.2 * cols, 3.2 * -(-n // cols)))
+    fig, axes = pyplot().subplots(-(-n // cols), cols, figsize=(3.2 * cols, 3.2 * -(-n // cols)))
     axes = axes.ravel()
     axes[0].imshow(np.asarray(test.x), cmap="gray", vmin=0, vmax=1)
     axes[0].set_title("Shepp-Logan (truth)")
@@ -399,8 +388,7 @@ def figure(test, test64, recons, rows, error_curve, path):
         a.axis("off")
     for a in axes[len(rows) + 2:]:
         a.remove()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
 
 
 if __name__ == "__main__":

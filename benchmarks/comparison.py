@@ -25,9 +25,6 @@ if interrupted; --fresh deletes them first. Writes benchmarks/results/comparison
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -37,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from harness import HERE, RESULTS, environment, fmt, markdown_table, pyplot, save_figure, write_results
 from jaxrecon.metrics import psnr, ssim
 from jaxrecon.operators import fbp
 from jaxrecon.operators.fbp import FBP_FILTERS
@@ -44,7 +42,6 @@ from jaxrecon.solvers import tv_pdhg
 from jaxrecon.train import batch_keys, evaluate, shepp_logan_sample
 from jaxrecon.train.experiment import MODELS, build_data, experiment_config, load_trained, timed, train
 
-HERE = Path(__file__).resolve().parent
 LABELS = {
     "fbp": "FBP",
     "tv": "TV (PDHG)",
@@ -189,7 +186,7 @@ def main(argv=None):
     ap.add_argument("--models", default=",".join(MODELS), help=f"learned models to train, from {MODELS}")
     ap.add_argument("--runs", default=None, help="checkpoint folder (default benchmarks/runs/<preset>)")
     ap.add_argument("--fresh", action="store_true", help="delete earlier checkpoints of these runs first")
-    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--export-lpd", default=None, help="copy the trained LPD checkpoint to this folder")
     ap.add_argument("--steps", type=parse_steps, default={},
                     help="training steps instead of the preset's: N for every model (smoke runs) or "
@@ -260,16 +257,10 @@ def main(argv=None):
             export(directory, Path(args.export_lpd))
 
     total = time.perf_counter() - start
-    meta = dict(preset=preset, data=base["data"], devices=[str(d) for d in jax.devices()],
-                device_kind=jax.devices()[0].device_kind, platform=platform.platform(),
-                cpu_count=os.cpu_count(), jax=jax.__version__, total_seconds=total,
-                date=time.strftime("%Y-%m-%d %H:%M:%S"), tv_iterations=TV_ITERATIONS[preset],
-                steps_override=args.steps or None)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"comparison_{preset}"
-    (stem.with_suffix(".json")).write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-    markdown(meta, rows, stem.with_suffix(".md"))
+    meta = dict(preset=preset, data=base["data"], **environment(), total_seconds=total,
+                tv_iterations=TV_ITERATIONS[preset], steps_override=args.steps or None)
+    stem = Path(args.out) / f"comparison_{preset}"
+    write_results(stem.name, dict(meta=meta, rows=rows), markdown(meta, rows), stem.parent)
     figure(sl.x, recons, rows, stem.with_suffix(".png"))
     print(f"total {total / 60:.1f} min; wrote {stem}.json/.md/.png", flush=True)
 
@@ -285,10 +276,6 @@ def export(directory: Path, target: Path):
     load_trained(target)  # check it loads
 
 
-def _fmt(v, digits=2):
-    return "" if v is None else f"{v:.{digits}f}"
-
-
 def _steps_arg(meta):
     steps = meta.get("steps_override") or {}
     if not steps:
@@ -296,7 +283,7 @@ def _steps_arg(meta):
     return f" --steps {steps['*']}" if "*" in steps else " --steps " + ",".join(f"{k}={v}" for k, v in steps.items())
 
 
-def markdown(meta, rows, path):
+def markdown(meta, rows) -> str:
     d = meta["data"]
     lines = [
         f"# Learned vs classical reconstruction: preset `{meta['preset']}`",
@@ -313,17 +300,15 @@ def markdown(meta, rows, path):
         "checkpoint history: a run resumed from an earlier invocation keeps the time (and machine load) it was "
         "trained under.",
         "",
-        "| method | Shepp-Logan PSNR (dB) | SSIM | test ellipses PSNR | SSIM | recon. time (s) | parameters "
-        "| training time (s) | setting |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    table = []
     for r in rows:
         test = r["test"] or (None, None)
-        lines.append(
-            f"| {LABELS[r['method']]} | {_fmt(r['shepp_logan'][0])} | {_fmt(r['shepp_logan'][1], 3)} | "
-            f"{_fmt(test[0])} | {_fmt(test[1], 3)} | {r['seconds']:.4f} | {r['parameters']} | "
-            f"{r['train_seconds']:.0f} | {r['parameter']} |"
-        )
+        table.append([LABELS[r["method"]], fmt(r["shepp_logan"][0], missing=""), fmt(r["shepp_logan"][1], "{:.3f}", ""),
+                      fmt(test[0], missing=""), fmt(test[1], "{:.3f}", ""), f"{r['seconds']:.4f}", r["parameters"],
+                      f"{r['train_seconds']:.0f}", r["parameter"]])
+    lines += markdown_table(["method", "Shepp-Logan PSNR (dB)", "SSIM", "test ellipses PSNR", "SSIM", "recon. time (s)",
+                             "parameters", "training time (s)", "setting"], table)
     prof = [r for r in rows if "profile" in r]
     if prof:
         lines += [
@@ -331,38 +316,29 @@ def markdown(meta, rows, path):
             "Training step profile (median of 5 after warm-up; operator share = the same projector calls, "
             "forward and backward, timed alone, divided by the whole step):",
             "",
-            "| method | batch | step (s) | operators alone (s) | operator share | compile (s) |",
-            "|---|---|---|---|---|---|",
         ]
+        table = []
         for r in prof:
             p = r["profile"]
-            ops = "" if p["operator_seconds"] is None else f"{p['operator_seconds']:.3f}"
             share = "" if p["operator_share"] is None else f"{100 * p['operator_share']:.0f}%"
-            lines.append(
-                f"| {LABELS[r['method']]} | {p['batch_size']} | {p['step_seconds']:.3f} | {ops} | {share} | "
-                f"{r['compile_seconds']:.1f} |"
-            )
-    path.write_text("\n".join(lines) + "\n")
+            table.append([LABELS[r["method"]], p["batch_size"], f"{p['step_seconds']:.3f}",
+                          fmt(p["operator_seconds"], "{:.3f}", ""), share, f"{r['compile_seconds']:.1f}"])
+        lines += markdown_table(["method", "batch", "step (s)", "operators alone (s)", "operator share", "compile (s)"],
+                                table)
+    return "\n".join(lines) + "\n"
 
 
 def figure(truth, recons, rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     order = ["truth"] + [m for m in ("fbp", "tv", "unet", "pgd", "lista", "lgd", "lpd", *DEQ_MODELS) if m in recons]
     by = {r["method"]: r for r in rows}
-    fig, axes = plt.subplots(1, len(order), figsize=(2.4 * len(order), 2.8))
+    fig, axes = pyplot().subplots(1, len(order), figsize=(2.4 * len(order), 2.8))
     for ax, m in zip(axes, order):
         img = truth if m == "truth" else recons[m]
         ax.imshow(np.asarray(img), cmap="gray", vmin=0, vmax=1)
         title = "Shepp-Logan" if m == "truth" else f"{LABELS[m]}\n{by[m]['shepp_logan'][0]:.2f} dB"
         ax.set_title(title, fontsize=8)
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -11,24 +11,13 @@ The adjoint is `jax.linear_transpose` of the forward (scatter-adds on CPU).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 
 import jax
 import jax.numpy as jnp
 
+from harness import median_seconds
 from jaxrecon.operators import ConeBeamGeometry, backproject, project
-
-
-def _time(fn, arg, repeats):
-    jax.block_until_ready(fn(arg))
-    runs = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(arg))
-        runs.append(time.perf_counter() - t)
-    return statistics.median(runs)
 
 
 def main():
@@ -51,7 +40,7 @@ def main():
             adj = jax.jit(lambda y, bs=bs, g=g: backproject(y, g, batch_size=bs))
             mem_f = fwd.lower(x).compile().memory_analysis().temp_size_in_bytes
             mem_a = adj.lower(y).compile().memory_analysis().temp_size_in_bytes
-            tf, ta = _time(fwd, x, args.repeats), _time(adj, y, args.repeats)
+            tf, ta = median_seconds(fwd, x, repeats=args.repeats)[0], median_seconds(adj, y, repeats=args.repeats)[0]
             print(f"views {views:4d} batch_size {bs:3d}: project {tf:.3f} s ({mem_f / 2**20:.1f} MiB scratch), "
                   f"backproject {ta:.3f} s ({mem_a / 2**20:.1f} MiB scratch), ratio {ta / tf:.1f}")
 

@@ -39,16 +39,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:  # run from a checkout without installing: the repo's jaxrecon
-    sys.path.append(str(HERE.parent))
+from harness import RESULTS, ROOT, command, environment, fmt, markdown_table, pyplot, run_worker, save_figure
+from harness import send_result, write_results
+
 ITERATIONS = (1, 2, 5, 10, 20, 50, 100)
 SCHEMES = ("unrolled", "deq", "lgd")
 LABELS = {
@@ -166,18 +164,15 @@ def worker(cfg: dict) -> dict:
     )
 
 
-def run_worker(cfg: dict, timeout: float) -> dict:
+def run_config(cfg: dict, timeout: float) -> dict:
+    """`worker(cfg)` in a fresh process."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(cfg)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(HERE.parent)])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)])))
     # XLA CPU (jax 0.10.2, 2 cores) deadlocks executing the 64 x 64 unrolled step at K = 2 when the
     # operator's geometry arrays are jit arguments (as here): every thread parks, 0% CPU. Turning
     # off the concurrency-optimised scheduler avoids it; closed-over operators are unaffected.
     env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), XLA_WORKAROUND]))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"worker {cfg} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_worker(cmd, env=env, timeout=timeout, label=f"worker {cfg}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,7 +217,7 @@ def _mb(v):
     return "" if v is None else f"{v / MB:.1f}"
 
 
-def markdown(meta: dict, rows: list[dict], verdicts: list[dict], path: Path) -> None:
+def markdown(meta: dict, rows: list[dict], verdicts: list[dict]) -> str:
     c = meta["config"]
     lines = [
         "# Memory and time of one training step: unrolled backprop vs deep equilibrium",
@@ -239,33 +234,23 @@ def markdown(meta: dict, rows: list[dict], verdicts: list[dict], path: Path) -> 
         "(compilation included); RSS exec = rise of resident memory during the steps alone; times: median "
         f"of {c['repeats']} steps after a warm-up, compilation apart.",
         "",
-        "| scheme | K | forward its | XLA temp (MB) | XLA peak (MB) | RSS max (MB) | RSS exec (MB) | step (s) "
-        "| compile (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        x = r["xla_bytes"]
-        ex = r["rss_execution_mb"]
-        lines.append(
-            f"| {r['scheme']} | {r['iterations']} | {r['forward_iterations']} | {_mb(x.get('temp'))} | "
-            f"{_mb(x.get('peak'))} | {r['rss_max_mb']:.0f} | {'' if ex is None else f'{ex:.0f}'} | "
-            f"{r['step_seconds']:.3f} | {r['compile_seconds']:.1f} |"
-        )
+    lines += markdown_table(
+        ["scheme", "K", "forward its", "XLA temp (MB)", "XLA peak (MB)", "RSS max (MB)", "RSS exec (MB)", "step (s)",
+         "compile (s)"],
+        [[r["scheme"], r["iterations"], r["forward_iterations"], _mb(r["xla_bytes"].get("temp")),
+          _mb(r["xla_bytes"].get("peak")), f"{r['rss_max_mb']:.0f}", fmt(r["rss_execution_mb"], "{:.0f}", ""),
+          f"{r['step_seconds']:.3f}", f"{r['compile_seconds']:.1f}"] for r in rows])
     lines += ["", "Checks:", ""]
     for v in verdicts:
         lines.append(f"- {'PASS' if v['passed'] else 'FAIL'}: {LABELS[v['scheme']]}: {v['claim']} "
                      f"(ratio {v['value']:.2f})")
     lines += ["", "Schemes: " + "; ".join(f"`{s}` = {LABELS[s]}" for s in sorted({r['scheme'] for r in rows}))]
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def figure(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, axes = pyplot().subplots(1, 2, figsize=(9, 3.4))
     for scheme in sorted({r["scheme"] for r in rows}):
         rs = sorted((r for r in rows if r["scheme"] == scheme), key=lambda r: r["iterations"])
         ks = [r["iterations"] for r in rs]
@@ -277,9 +262,7 @@ def figure(rows: list[dict], path: Path) -> None:
     for ax in axes:
         ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv=None):
@@ -298,11 +281,11 @@ def main(argv=None):
     ap.add_argument("--unroll", choices=("full", "none"), default="full",
                     help="unrolled scheme: lax.scan(unroll=True), the unrolled schemes' default, or a while loop")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
-    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker is not None:
-        print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
+        send_result(worker(json.loads(args.worker)))
         return
 
     schemes = [s for s in args.schemes.split(",") if s]
@@ -329,7 +312,7 @@ def main(argv=None):
     rows = []
     for scheme in schemes:
         for k in ks:
-            row = run_worker(dict(config, scheme=scheme, iterations=k), args.timeout)
+            row = run_config(dict(config, scheme=scheme, iterations=k), args.timeout)
             rows.append(row)
             peak = row["xla_bytes"].get("peak")
             print(f"{scheme:9s} K={k:4d}: XLA peak {_mb(peak)} MB, max RSS {row['rss_max_mb']:.0f} MB, "
@@ -339,17 +322,10 @@ def main(argv=None):
     for v in verdicts:
         print(f"{'PASS' if v['passed'] else 'FAIL'}: {v['scheme']}: {v['claim']} (ratio {v['value']:.2f})")
 
-    import jax
-
-    meta = dict(config=config, command="python benchmarks/deq_memory.py " + " ".join(argv or sys.argv[1:]),
-                devices=[str(d) for d in jax.devices()], device_kind=jax.devices()[0].device_kind,
-                platform=platform.platform(), cpu_count=os.cpu_count(), jax=jax.__version__,
-                date=time.strftime("%Y-%m-%d %H:%M:%S"), total_seconds=time.perf_counter() - start, smoke=args.smoke)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / "deq_memory"
-    stem.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows, checks=verdicts), indent=1))
-    markdown(meta, rows, verdicts, stem.with_suffix(".md"))
+    meta = dict(config=config, command=command(__file__, argv), **environment(),
+                total_seconds=time.perf_counter() - start, smoke=args.smoke)
+    stem = Path(args.out) / "deq_memory"
+    write_results(stem.name, dict(meta=meta, rows=rows, checks=verdicts), markdown(meta, rows, verdicts), stem.parent)
     figure(rows, stem.with_suffix(".png"))
     print(f"total {meta['total_seconds'] / 60:.1f} min; wrote {stem}.json/.md/.png")
 

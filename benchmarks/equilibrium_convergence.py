@@ -52,18 +52,12 @@ Writes equilibrium_convergence.json, .md and .png into --out (default benchmarks
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:  # run from a checkout without installing: the repo's jaxrecon
-    sys.path.append(str(HERE.parent))
+import jax
 
-import jax  # noqa: E402
+from harness import RESULTS, command, environment, markdown_table, pyplot, save_figure, verdict, write_results
 
 jax.config.update("jax_enable_x64", True)
 
@@ -125,7 +119,7 @@ def main(argv=None):
     ap.add_argument("--lipschitz", type=float, default=0.9)
     ap.add_argument("--features", type=int, default=8)
     ap.add_argument("--depth", type=int, default=3)
-    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     if args.smoke:
         args.size, args.levels, args.min_level, args.seeds = 16, 3, 1e-3, 1
@@ -214,21 +208,15 @@ def main(argv=None):
 
     verdicts = checks(runs, worst_residual, all_converged, library)
     for v in verdicts:
-        print(f"{'PASS' if v['passed'] else 'FAIL'}: {v['claim']} ({v['detail']})")
-    meta = dict(command="python benchmarks/equilibrium_convergence.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        print(verdict(v))
+    meta = dict(command=command(__file__, argv),
                 args=vars(args), num_detectors=int(op.out_shape[1]), operator_norm_squared=norm2,
                 smallest_eigenvalue=float(lam[0]), rank=int(np.sum(lam > lam[-1] * 1e-12)), layer_norms=layer_norms,
                 strong_monotonicity=mu, source_residual=source_residual, w_norm=float(jnp.linalg.norm(w)),
                 worst_residual=worst_residual, worst_fixed_point_step=worst_fixed_point, max_iterations=max_iterations, all_converged=all_converged,
-                library_check=library, devices=[str(d) for d in jax.devices()],
-                device_kind=jax.devices()[0].device_kind, platform=platform.platform(), cpu_count=os.cpu_count(),
-                jax=jax.__version__, date=time.strftime("%Y-%m-%d %H:%M:%S"),
-                total_seconds=time.perf_counter() - start)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / "equilibrium_convergence"
-    stem.with_suffix(".json").write_text(json.dumps(dict(meta=meta, runs=runs, checks=verdicts), indent=1))
-    markdown(meta, runs, verdicts, stem.with_suffix(".md"))
+                library_check=library, **environment(), total_seconds=time.perf_counter() - start)
+    stem = Path(args.out) / "equilibrium_convergence"
+    write_results(stem.name, dict(meta=meta, runs=runs, checks=verdicts), markdown(meta, runs, verdicts), stem.parent)
     figure(runs, truths, stem.with_suffix(".png"))
     print(f"total {meta['total_seconds'] / 60:.1f} min; wrote {stem}.json/.md/.png")
 
@@ -256,7 +244,7 @@ def checks(runs, worst_residual, all_converged, library):
     return out
 
 
-def markdown(meta, runs, verdicts, path):
+def markdown(meta, runs, verdicts) -> str:
     a = meta["args"]
     lines = [
         "# Convergence of equilibrium regularisation as delta -> 0",
@@ -276,31 +264,26 @@ def markdown(meta, runs, verdicts, path):
         f"solves: {meta['worst_residual']:.1e} (worst relative fixed-point step "
         f"{meta['worst_fixed_point_step']:.1e}); Anderson iterations at most {meta['max_iterations']}.",
         "",
-        "| delta / ‖y‖ | " + " | ".join(f"{n}: alpha/‖A‖² | rel. error" for n in runs) + " | source: bound |",
-        "|---|" + "---|---|" * len(runs) + "---|",
     ]
     norm_true = {n: r["rows"][0]["error"] / r["rows"][0]["relative_error"] for n, r in runs.items()}
+    header, table = ["delta / ‖y‖"], []
+    for n in runs:
+        header += [f"{n}: alpha/‖A‖²", "rel. error"]
     for i, row in enumerate(runs["source"]["rows"]):
-        cells = []
-        for n, r in runs.items():
-            rr = r["rows"][i]
-            cells.append(f"{rr['alpha_rel']:.1e} | {rr['relative_error']:.3e}")
-        lines.append(f"| {row['delta_rel']:.1e} | " + " | ".join(cells)
-                     + f" | {row['bound'] / norm_true['source']:.3e} |")
+        cells = [f"{row['delta_rel']:.1e}"]
+        for r in runs.values():
+            cells += [f"{r['rows'][i]['alpha_rel']:.1e}", f"{r['rows'][i]['relative_error']:.3e}"]
+        table.append([*cells, f"{row['bound'] / norm_true['source']:.3e}"])
+    lines += markdown_table([*header, "source: bound"], table)
     lines += ["", "Fitted slopes of log(error) against log(delta): "
               + ", ".join(f"{n} {r['slope']:.3f}" for n, r in runs.items()) + " (theory for `source`: >= 0.5).",
               "", "Checks:", ""]
-    lines += [f"- {'PASS' if v['passed'] else 'FAIL'}: {v['claim']} ({v['detail']})" for v in verdicts]
-    path.write_text("\n".join(lines) + "\n")
+    lines += [f"- {verdict(v)}" for v in verdicts]
+    return "\n".join(lines) + "\n"
 
 
 def figure(runs, truths, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), gridspec_kw=dict(width_ratios=[2, 1, 1]))
+    fig, axes = pyplot().subplots(1, 3, figsize=(11, 3.4), gridspec_kw=dict(width_ratios=[2, 1, 1]))
     ax = axes[0]
     for n, r in runs.items():
         d = np.array([row["delta_rel"] for row in r["rows"]])
@@ -316,9 +299,7 @@ def figure(runs, truths, path):
         ax.imshow(np.asarray(x), cmap="gray")
         ax.set_title(f"truth: {n}", fontsize=8)
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from harness import machine, median_seconds, write_results
+from harness import machine, markdown_table, median_seconds, write_results
 from jaxrecon.operators import ParallelBeamGeometry, radon
 
 
@@ -64,13 +64,12 @@ def main(argv=None):
         f"{meta['date']}, load average {meta['load_average'][0]:.2f}. Forward projection, float32, N x N image, "
         f"N views; median of {args.rounds} rounds of a median of {args.repeats} calls, the variants alternated.",
         "",
-        "| N | geometry traced, with the check (ms) | traced, check removed (ms) | ratio | geometry closed over (ms) |",
-        "|---|---|---|---|---|",
+        *markdown_table(
+            ["N", "geometry traced, with the check (ms)", "traced, check removed (ms)", "ratio",
+             "geometry closed over (ms)"],
+            [[r["size"], f"{1e3 * r['seconds']['checked']:.2f}", f"{1e3 * r['seconds']['unchecked']:.2f}",
+              f"{r['ratio_checked_unchecked']:.3f}", f"{1e3 * r['seconds']['closed_over']:.2f}"] for r in rows]),
     ]
-    for r in rows:
-        s = r["seconds"]
-        lines.append(f"| {r['size']} | {1e3 * s['checked']:.2f} | {1e3 * s['unchecked']:.2f} | "
-                     f"{r['ratio_checked_unchecked']:.3f} | {1e3 * s['closed_over']:.2f} |")
     js, md = write_results("error_checks", dict(meta=meta, rows=rows), "\n".join(lines))
     print("\n".join(lines))
     print(f"wrote {js} and {md}")

@@ -31,28 +31,21 @@ Writes iterate_more.json, .md, .png (PSNR curves) and iterate_more_iterates.png 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:  # run from a checkout without installing: the repo's jaxrecon
-    sys.path.append(str(HERE.parent))
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import equinox as eqx  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jaxrecon.deq.schemes import DEGrad  # noqa: E402
-from jaxrecon.metrics.quality import psnr  # noqa: E402
-from jaxrecon.nets._scheme import initial_reconstruction  # noqa: E402
-from jaxrecon.nets.learned_gradient import LearnedGradientDescent  # noqa: E402
-from jaxrecon.train.data import CTData, batch_keys, shepp_logan_sample  # noqa: E402
-from jaxrecon.train.loop import default_optimizer, fit, reconstruction_loss_fn  # noqa: E402
+from harness import RESULTS, command, environment, fmt, markdown_table, pyplot, save_figure, verdict, write_results
+from jaxrecon.deq.schemes import DEGrad
+from jaxrecon.metrics.quality import psnr
+from jaxrecon.nets._scheme import initial_reconstruction
+from jaxrecon.nets.learned_gradient import LearnedGradientDescent
+from jaxrecon.train.data import CTData, batch_keys, shepp_logan_sample
+from jaxrecon.train.loop import default_optimizer, fit, reconstruction_loss_fn
 
 CONVERGED = 1e-3  # relative step ||x_k - x_{k-1}|| / ||x_k|| that counts as converged
 TOLERANCE_DB = 0.5
@@ -182,7 +175,7 @@ def main(argv=None):
     ap.add_argument("--num-test", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     if args.smoke:
         args.size, args.steps, args.width, args.depth, args.iterations, args.num_test = 32, 20, 8, 3, 30, 4
@@ -236,17 +229,12 @@ def main(argv=None):
 
     verdicts = checks(results, args)
     for v in verdicts:
-        print(f"{'PASS' if v['passed'] else 'FAIL'}: {v['claim']} ({v['detail']})")
-    meta = dict(command="python benchmarks/iterate_more.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                args=vars(args), num_detectors=num_detectors,
-                devices=[str(d) for d in jax.devices()], device_kind=jax.devices()[0].device_kind,
-                platform=platform.platform(), cpu_count=os.cpu_count(), jax=jax.__version__,
-                date=time.strftime("%Y-%m-%d %H:%M:%S"), total_seconds=time.perf_counter() - start)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / "iterate_more"
-    stem.with_suffix(".json").write_text(json.dumps(dict(meta=meta, results=results, checks=verdicts), indent=1))
-    markdown(meta, results, verdicts, stem.with_suffix(".md"))
+        print(verdict(v))
+    meta = dict(command=command(__file__, argv), args=vars(args), num_detectors=num_detectors, **environment(),
+                total_seconds=time.perf_counter() - start)
+    stem = Path(args.out) / "iterate_more"
+    write_results(stem.name, dict(meta=meta, results=results, checks=verdicts), markdown(meta, results, verdicts),
+                  stem.parent)
     figures(results, recon, np.asarray(sl.x), args, stem)
     print(f"total {meta['total_seconds'] / 60:.1f} min; wrote {stem}.json/.md/.png, {stem}_iterates.png")
 
@@ -280,7 +268,7 @@ def checks(results, args):
     return out
 
 
-def markdown(meta, results, verdicts, path):
+def markdown(meta, results, verdicts) -> str:
     a = meta["args"]
     name = a["unrolled"]
     label = {"lgd": f"learned gradient descent, shared weights, K = {a['K']}",
@@ -300,16 +288,15 @@ def markdown(meta, results, verdicts, path):
         f"LipschitzCNN width {a['width']}, depth {a['depth']}, Lipschitz {a['lipschitz']}, Anderson (tol {a['tol']:g}, at most {a['max_iter']} "
         f"iterations).",
         "",
-        "| model | training (s) | " + " | ".join(f"k = {k}" for k in ks) + " | fixed point |",
-        "|---|---|" + "---|" * (len(ks) + 1),
     ]
+    table = []
     for n in (name, "deq"):
         r = results[n]
         for which, title in (("shepp_logan", "Shepp-Logan"), ("test", f"test ellipses ({a['num_test']})")):
             c = r[f"psnr_{which}"]
-            fp = r.get(f"fixed_point_psnr_{which}")
-            lines.append(f"| {n}, {title} | {r['train_seconds']:.0f} | " + " | ".join(f"{c[k - 1]:.2f}" for k in ks)
-                         + f" | {'' if fp is None else f'{fp:.2f}'} |")
+            table.append([f"{n}, {title}", f"{r['train_seconds']:.0f}", *(f"{c[k - 1]:.2f}" for k in ks),
+                          fmt(r.get(f"fixed_point_psnr_{which}"), missing="")])
+    lines += markdown_table(["model", "training (s)", *(f"k = {k}" for k in ks), "fixed point"], table)
     lines += [
         "",
         f"PSNR in dB after k iterations. DEQ: k-th application of its map; its Anderson fixed point in the last "
@@ -320,16 +307,12 @@ def markdown(meta, results, verdicts, path):
         "Checks:",
         "",
     ]
-    lines += [f"- {'PASS' if v['passed'] else 'FAIL'}: {v['claim']} ({v['detail']})" for v in verdicts]
-    path.write_text("\n".join(lines) + "\n")
+    lines += [f"- {verdict(v)}" for v in verdicts]
+    return "\n".join(lines) + "\n"
 
 
 def figures(results, recon, truth, args, stem):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     name = args.unrolled
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     ks = np.arange(1, args.iterations + 1)
@@ -343,9 +326,7 @@ def figures(results, recon, truth, args, stem):
         ax.set(xscale="log", xlabel="iterations k", ylabel="PSNR (dB)", title=title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(stem.with_suffix(".png"), dpi=120)
-    plt.close(fig)
+    save_figure(fig, stem.with_suffix(".png"), dpi=120)
 
     show = [k for k in SHOW if k <= args.iterations]
     fig, axes = plt.subplots(2, len(show) + 1, figsize=(1.9 * (len(show) + 1), 4.2))
@@ -364,9 +345,7 @@ def figures(results, recon, truth, args, stem):
             ax.imshow(truth, cmap="gray", vmin=0, vmax=1)
             ax.set_title("truth", fontsize=7)
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(str(stem) + "_iterates.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, str(stem) + "_iterates.png", dpi=120)
 
 
 if __name__ == "__main__":

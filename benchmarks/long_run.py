@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jax
 
-from harness import RESULTS, machine, write_results
+from harness import RESULTS, machine, markdown_table, pyplot, save_figure, write_results
 from jaxrecon.train import batch_keys, evaluate, latest_checkpoint, shepp_logan_sample
 from jaxrecon.train.experiment import load_trained
 
@@ -64,14 +64,14 @@ def main(argv=None):
     lines = [f"# Long training run `{args.run.name}`: {name}, preset `{preset}`", "",
              f"`python benchmarks/long_run.py {args.run}`; trained with `jaxrecon train --model {name} "
              f"--preset {preset} --steps {steps}` (resumed across invocations), "
-             f"{steps_done} of {steps} steps done, {row['train_seconds'] / 60:.0f} min of training.", "",
-             "| method | Shepp-Logan PSNR (dB) | SSIM | test ellipses PSNR | SSIM | setting |",
-             "|---|---|---|---|---|---|"]
+             f"{steps_done} of {steps} steps done, {row['train_seconds'] / 60:.0f} min of training.", ""]
+    table = []
     for r, label, setting in ((tv, "TV (PDHG)", tv["parameter"]),
                               (ref[name], f"{name} (comparison row)", ref[name]["parameter"]),
                               (row, row["method"], f"{steps_done} steps x batch {config['train']['batch_size']}")):
-        lines.append(f"| {label} | {r['shepp_logan'][0]:.2f} | {r['shepp_logan'][1]:.3f} | {r['test'][0]:.2f} "
-                     f"| {r['test'][1]:.3f} | {setting} |")
+        table.append([label, f"{r['shepp_logan'][0]:.2f}", f"{r['shepp_logan'][1]:.3f}", f"{r['test'][0]:.2f}",
+                      f"{r['test'][1]:.3f}", setting])
+    lines += markdown_table(["method", "Shepp-Logan PSNR (dB)", "SSIM", "test ellipses PSNR", "SSIM", "setting"], table)
     lines += ["", f"This run minus TV: {result['minus_tv']['shepp_logan']:+.2f} dB on Shepp-Logan, "
               f"{result['minus_tv']['test']:+.2f} dB on the test ellipses. Best validation PSNR: this run "
               f"{best_validation}, TV {result['tv_validation_best']:.2f} dB.", "",
@@ -82,20 +82,14 @@ def main(argv=None):
 
 
 def _figure(row, reference, tv_best, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
     ax.plot(row["validation_step"], row["validation_psnr"], label=row["method"])
     ax.plot(reference.get("validation_step", []), reference.get("validation_psnr", []),
             label=f"comparison row ({reference['parameter']})")
     ax.axhline(tv_best, color="k", ls="--", lw=1, label="TV, best weight on the validation set")
     ax.set(xlabel="training step", ylabel="validation PSNR (dB)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

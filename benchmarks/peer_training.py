@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from harness import HERE, RESULTS, machine, median_seconds, peer_python, write_results
+from harness import HERE, RESULTS, command, machine, markdown_table, median_seconds, peer_python, pyplot, save_figure
+from harness import write_results
 from jaxrecon.nets import LearnedPrimalDual
 from jaxrecon.train import Sample, batch_keys, evaluate, fit
 from jaxrecon.train.experiment import build_data, experiment_config
@@ -120,15 +120,12 @@ def markdown(res) -> str:
         f"Adam lr {cfg['train']['learning_rate']:g} cosine to 0, clip 1; the same batches, operator and "
         f"{cfg['train']['validation_size']} validation ellipses for every row.",
         "",
-        "| step | " + " | ".join(f"{LABELS[n]} PSNR" for n in names) + " |",
-        "|---|" + "---|" * len(names),
     ]
-    for i, s in enumerate(steps):
-        lines.append(f"| {s} | " + " | ".join(f"{runs[n]['val_psnr'][i]:.2f}" for n in names) + " |")
-    lines += ["", "| run | final PSNR | final SSIM | median step (s) |", "|---|---|---|---|"]
-    for n in names:
-        r = runs[n]
-        lines.append(f"| {LABELS[n]} | {r['val_psnr'][-1]:.2f} | {r['val_ssim'][-1]:.3f} | {r['step_seconds_median']:.3f} |")
+    lines += markdown_table(["step", *(f"{LABELS[n]} PSNR" for n in names)],
+                            [[s, *(f"{runs[n]['val_psnr'][i]:.2f}" for n in names)] for i, s in enumerate(steps)])
+    lines += [""] + markdown_table(["run", "final PSNR", "final SSIM", "median step (s)"], [
+        [LABELS[n], f"{runs[n]['val_psnr'][-1]:.2f}", f"{runs[n]['val_ssim'][-1]:.3f}",
+         f"{runs[n]['step_seconds_median']:.3f}"] for n in names])
     lines += ["", "Step times: the peer's are the median of its training steps; ours, the median of 10 of the same "
               "jitted steps timed alone after training. `benchmarks/training_speed.py` times both alone."]
     for name, value in res.get("checks", {}).items():
@@ -137,21 +134,14 @@ def markdown(res) -> str:
 
 
 def figure(res, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = pyplot().subplots(figsize=(5, 3.4))
     for name, r in res["runs"].items():
         ax.plot(r["val_step"], r["val_psnr"], marker="o", ms=3, label=LABELS[name])
     ax.set_xlabel("training step")
     ax.set_ylabel("validation PSNR (dB)")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv=None):
@@ -189,7 +179,7 @@ def main(argv=None):
 
 
 def report(args, argv, config, runs, t0):
-    res = dict(command="python benchmarks/peer_training.py " + " ".join(sys.argv[1:] if argv is None else argv), steps=args.steps,
+    res = dict(command=command(__file__, argv), steps=args.steps,
                config=config, machine=machine(), runs=runs, total_seconds=time.time() - t0)
     if "peer" in runs and "paper" in runs:
         p, o = runs["peer"], runs["paper"]

@@ -22,11 +22,12 @@ import math
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 
 import numpy as np
+
+from harness import RESULTS, command, markdown_table, run_worker, send_result, versions, write_results
 
 LIBRARIES = ("jaxrecon", "astra-linear", "astra-line", "skimage")
 BATCH = 16
@@ -144,18 +145,6 @@ def _worker(lib, n, repeats):
                 peak_rss_mb=peak / 1024, rss_at_start_mb=base / 1024, results=res)
 
 
-def _versions():
-    import importlib.metadata as md
-
-    v = {}
-    for pkg in ("jax", "jaxlib", "astra-toolbox", "scikit-image", "numpy"):
-        try:
-            v[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            v[pkg] = None
-    return v
-
-
 def _markdown(rows, meta):
     def ms(r, op):
         return f"{r['results'][op]['seconds'] * 1e3:.1f}" if op in r["results"] else "-"
@@ -171,20 +160,20 @@ def _markdown(rows, meta):
         "(scikit-image has none). FBP: ram-lak (scikit-image: `iradon`). Batch: 16 images (jaxrecon: one vmapped "
         "call; others: a loop). Cores: CPU time / wall time of the forward. Peak RSS: whole worker process.",
         "",
-        "| N | library | forward | backproject | FBP | batch of 16 | cores used | compile (fwd/bp/fbp) s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    table = []
     for r in rows:
         res = r["results"]
         cores = res["forward"]["cpu_seconds"] / max(res["forward"]["seconds"], 1e-12)
         comp = "/".join(f"{res[o]['compile_seconds']:.2f}" for o in ("forward", "backproject", "fbp")) if "compile_seconds" in res["forward"] else "-"
-        lines.append(f"| {r['n']} | {r['library']} | {ms(r, 'forward')} | {ms(r, 'backproject')} | {ms(r, 'fbp')} | "
-                     f"{ms(r, 'forward_batch16')} | {cores:.1f} | {comp} | {r['peak_rss_mb']:.0f} |")
-    lines += ["", "Ratios jaxrecon / ASTRA `linear` (wall time; < 1 means jaxrecon is faster), and speed-up over scikit-image's radon:", "",
-              "| N | forward | backproject | FBP | batch of 16 | x faster than skimage radon |", "|---|---|---|---|---|---|"]
-    for n, ratio in meta["ratios"].items():
-        lines.append(f"| {n} | {ratio['forward']:.3f} | {ratio['backproject']:.3f} | {ratio['fbp']:.3f} | "
-                     f"{ratio['forward_batch16']:.3f} | {ratio['skimage_radon_speedup']:.1f} |")
+        table.append([r["n"], r["library"], *(ms(r, op) for op in ("forward", "backproject", "fbp", "forward_batch16")),
+                      f"{cores:.1f}", comp, f"{r['peak_rss_mb']:.0f}"])
+    lines += markdown_table(["N", "library", "forward", "backproject", "FBP", "batch of 16", "cores used",
+                             "compile (fwd/bp/fbp) s", "peak RSS MB"], table)
+    lines += ["", "Ratios jaxrecon / ASTRA `linear` (wall time; < 1 means jaxrecon is faster), and speed-up over scikit-image's radon:", ""]
+    lines += markdown_table(["N", "forward", "backproject", "FBP", "batch of 16", "x faster than skimage radon"], [
+        [n, *(f"{ratio[op]:.3f}" for op in ("forward", "backproject", "fbp", "forward_batch16")),
+         f"{ratio['skimage_radon_speedup']:.1f}"] for n, ratio in meta["ratios"].items()])
     lines += ["", "## Notes", "", *meta["notes"]]
     return "\n".join(lines) + "\n"
 
@@ -209,21 +198,18 @@ def main(argv=None):
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--libraries", nargs="+", default=list(LIBRARIES), choices=LIBRARIES)
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--worker", nargs=2, metavar=("LIBRARY", "N"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(_worker(args.worker[0], int(args.worker[1]), args.repeats)))
+        send_result(_worker(args.worker[0], int(args.worker[1]), args.repeats))
         return
     rows = []
     for n in args.sizes:
         for lib in args.libraries:
             print(f"N={n} {lib} ...", file=sys.stderr, flush=True)
-            proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", lib, str(n), "--repeats", str(args.repeats)],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"worker {lib} N={n} failed:\n{proc.stderr[-3000:]}")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", lib, n, "--repeats", args.repeats]
+            rows.append(run_worker(cmd, label=f"worker {lib} N={n}"))
             print(json.dumps({k: round(v["seconds"] * 1e3, 2) for k, v in rows[-1]["results"].items()}), file=sys.stderr)
     ratios = {}
     for n in args.sizes:
@@ -235,14 +221,11 @@ def main(argv=None):
                 ratios[n]["skimage_radon_speedup"] = by["skimage"]["forward"]["seconds"] / by["jaxrecon"]["forward"]["seconds"]
             else:
                 ratios[n]["skimage_radon_speedup"] = float("nan")
-    meta = dict(command="python benchmarks/projector.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    meta = dict(command=command(__file__, argv),
                 machine=f"{platform.machine()} {platform.processor() or platform.system()}", cpus=os.cpu_count(),
-                date=time.strftime("%Y-%m-%d"), versions=_versions(), ratios=ratios, notes=NOTES)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "projector.json"), "w") as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1)
-    with open(os.path.join(args.out, "projector.md"), "w") as f:
-        f.write(_markdown(rows, meta))
+                date=time.strftime("%Y-%m-%d"),
+                versions=versions(("jax", "jaxlib", "astra-toolbox", "scikit-image", "numpy")), ratios=ratios, notes=NOTES)
+    write_results("projector", dict(meta=meta, rows=rows), _markdown(rows, meta), args.out)
     print(_markdown(rows, meta))
 
 

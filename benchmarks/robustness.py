@@ -31,10 +31,6 @@ Writes <out>/robustness.json, .md and .png (default benchmarks/results/).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -43,15 +39,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from harness import HERE, RESULTS, at_least, choose_tv_weight, command, environment, floats, markdown_table, mean_psnr
+from harness import pyplot, save_figure, write_results
 from jaxrecon.adapt.robustness import random_perturbation, worst_case_perturbation
 from jaxrecon.metrics import psnr
-from jaxrecon.operators import fbp, operator_norm
+from jaxrecon.operators import fbp
 from jaxrecon.operators.fbp import FBP_FILTERS
 from jaxrecon.solvers import tv_pdhg
 from jaxrecon.train import batch_keys, shepp_logan_sample
 from jaxrecon.train.experiment import build_data, experiment_config, load_trained, train
 
-HERE = Path(__file__).resolve().parent
 METHODS = ("fbp", "tv", "unet", "lgd", "lpd", "degrad")
 LEARNED = ("unet", "lgd", "lpd", "degrad")
 LABELS = {"fbp": "FBP", "tv": "TV (PDHG)", "unet": "FBP + U-Net", "lgd": "Learned gradient descent",
@@ -80,33 +77,14 @@ def _batch(rec, ys):
     return jax.vmap(rec)(ys)
 
 
-@jax.jit
-def _psnrs(xs, refs):
-    return jax.vmap(psnr)(xs, refs)
-
-
-def mean_psnr(xs, refs) -> float:
-    return float(np.mean(np.asarray(_psnrs(jnp.asarray(xs, refs.dtype), refs))))
-
-
 def choose_fbp(geom, val):
     scores = {f: mean_psnr(_batch(eqx.Partial(_fbp, geom, f), val.y), val.x) for f in FBP_FILTERS}
     best = max(scores, key=scores.get)
     return eqx.Partial(_fbp, geom, best), dict(filter=best, validation_psnr=scores)
 
 
-@eqx.filter_jit
-def _tv_path(op, y, alphas, op_norm, iterations):
-    return jax.vmap(lambda a: tv_pdhg(op, y, a, max_iter=iterations, op_norm=op_norm).x)(alphas)
-
-
 def choose_tv(op, val, alphas, iterations):
-    dtype = val.y.dtype
-    op_norm = jnp.asarray(1.01 * float(operator_norm(op, num_iter=100)), dtype)
-    a = jnp.asarray(alphas, dtype)
-    paths = jnp.stack([_tv_path(op, y, a, op_norm, iterations) for y in val.y])
-    scores = [mean_psnr(paths[:, i], val.x) for i in range(len(alphas))]
-    best = int(np.argmax(scores))
+    best, a, op_norm, scores = choose_tv_weight(op, val, alphas, iterations)
     rec = eqx.Partial(_tv, op, a[best], op_norm, iterations)
     return rec, dict(alpha=float(alphas[best]), iterations=iterations, alphas=[float(v) for v in alphas],
                      validation_psnr=[float(v) for v in scores])
@@ -167,26 +145,22 @@ def evaluate_image(rec, op, x, y, eps, key, num_random, steps) -> tuple[dict, di
 # --------------------------------------------------------------------------------------------------
 
 
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
-
-
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default=",".join(METHODS), help=f"from {METHODS}")
     ap.add_argument("--runs", default=str(HERE / "runs" / "quick"), help="folder of <model> checkpoint runs")
     ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                     help="checkpoint of a learned method (overrides --runs/NAME); repeatable")
-    ap.add_argument("--eps", type=_floats, default=[0.01, 0.02, 0.05], help="relative norm budgets ||r|| / ||x||")
+    ap.add_argument("--eps", type=floats, default=[0.01, 0.02, 0.05], help="relative norm budgets ||r|| / ||x||")
     ap.add_argument("--num-test", type=int, default=2, help="test ellipses besides Shepp-Logan")
     ap.add_argument("--num-val", type=int, default=16, help="validation ellipses for the FBP filter and TV weight")
     ap.add_argument("--num-random", type=int, default=5, help="random directions per eps")
     ap.add_argument("--steps", type=int, default=100, help="gradient ascent steps of the worst case")
     ap.add_argument("--tv-iterations", type=int, default=500)
-    ap.add_argument("--tv-alphas", type=_floats, default=list(np.geomspace(0.05, 20.0, 14)))
+    ap.add_argument("--tv-alphas", type=floats, default=list(np.geomspace(0.05, 20.0, 14)))
     ap.add_argument("--figure-eps", type=float, default=None, help="eps shown in the figure (default: the largest)")
     ap.add_argument("--seed", type=int, default=0, help="key of the random starts and directions")
-    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--smoke", action="store_true", help="32 x 32, tiny learned models trained here (~2 min)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -196,9 +170,8 @@ def parse(argv=None):
         ap.error(f"unknown methods {sorted(bad)}; expected some of {METHODS}")
     if not args.eps or any(not 0 < e for e in args.eps):
         ap.error(f"--eps must be positive numbers, got {args.eps}")
-    for what in ("num_test", "num_val", "num_random", "steps", "tv_iterations"):
-        if getattr(args, what) < (0 if what == "num_test" else 1):
-            ap.error(f"--{what.replace('_', '-')} too small: {getattr(args, what)}")
+    at_least(ap, args, 0, "num_test")
+    at_least(ap, args, 1, "num_val", "num_random", "steps", "tv_iterations")
     paths = {}
     for item in args.checkpoint:
         name, sep, path = item.partition("=")
@@ -289,13 +262,9 @@ def main(argv=None):
     total = time.perf_counter() - start
     meta = dict(config=config, smoke=args.smoke, eps=args.eps, num_test=args.num_test, num_random=args.num_random,
                 steps=args.steps, tv_iterations=args.tv_iterations, seed=args.seed, total_seconds=total,
-                devices=[str(d) for d in jax.devices()], platform=platform.platform(), cpu_count=os.cpu_count(),
-                jax=jax.__version__, date=time.strftime("%Y-%m-%d %H:%M:%S"),
-                command=" ".join(["python", "benchmarks/robustness.py", *(sys.argv[1:] if argv is None else argv)]))
+                **environment("devices", "platform", "cpu_count", "jax", "date"), command=command(__file__, argv))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "robustness.json").write_text(json.dumps(dict(meta=meta, results=results), indent=1))
-    markdown(meta, results, out / "robustness.md")
+    write_results("robustness", dict(meta=meta, results=results), markdown(meta, results), out)
     figure(images[0][1].x, figure_data, results, args.eps, args.figure_eps, out / "robustness.png")
     print(f"total {total / 60:.1f} min; wrote {out}/robustness.json/.md/.png", flush=True)
 
@@ -319,7 +288,7 @@ def _shown(checkpoint: str) -> str:
     return str(p.relative_to(HERE.parent)) if p.is_absolute() and p.is_relative_to(HERE.parent) else checkpoint
 
 
-def markdown(meta, results, path: Path):
+def markdown(meta, results) -> str:
     d = meta["config"]["data"]
     lines = [
         "# Worst-case and random perturbations"
@@ -337,9 +306,6 @@ def markdown(meta, results, path: Path):
         "$\\|Ar\\|/\\|y\\|$ = relative size of the data perturbation. Cells: Shepp-Logan / mean of "
         f"{meta['num_test']} test ellipses.",
         "",
-        "| method | eps | clean PSNR | random PSNR | worst PSNR | worst-case drop (dB) | random change | worst change "
-        "| worst ‖Ar‖/‖y‖ | setting |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(row, k, digits):
@@ -347,30 +313,26 @@ def markdown(meta, results, path: Path):
         sl = f"{value(row['shepp_logan']):.{digits}f}"
         return sl + (f" / {value(row['test']):.{digits}f}" if "test" in row else "")
 
+    rows = []
     for name, res in results.items():
         s = res["setting"]
         setting = (f"filter {s['filter']}" if name == "fbp" else
                    f"alpha {s['alpha']:.3g}, {s['iterations']} it." if name == "tv" else f"`{_shown(s['checkpoint'])}`")
-        for row in res["summary"]:
-            lines.append(
-                f"| {LABELS[name]} | {row['eps']:g} | {cell(row, 'clean', 2)} | {cell(row, 'random', 2)} | "
-                f"{cell(row, 'worst', 2)} | {cell(row, 'drop', 2)} | {cell(row, 'random_change', 4)} | {cell(row, 'worst_change', 4)} | "
-                f"{cell(row, 'worst_data', 4)} | {setting} |")
-    path.write_text("\n".join(lines) + "\n")
+        rows += [[LABELS[name], f"{row['eps']:g}", cell(row, "clean", 2), cell(row, "random", 2), cell(row, "worst", 2),
+                  cell(row, "drop", 2), cell(row, "random_change", 4), cell(row, "worst_change", 4),
+                  cell(row, "worst_data", 4), setting] for row in res["summary"]]
+    lines += markdown_table(["method", "eps", "clean PSNR", "random PSNR", "worst PSNR", "worst-case drop (dB)",
+                             "random change", "worst change", "worst ‖Ar‖/‖y‖", "setting"], rows)
+    return "\n".join(lines) + "\n"
 
 
 def figure(truth, figure_data, results, eps, figure_eps, path: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     i = int(np.argmax(eps)) if figure_eps is None else int(np.argmin(np.abs(np.asarray(eps) - figure_eps)))
     e = eps[i]
     cols = ["clean $f(y)$", f"worst $r$ (eps {e:g})", "$f(y + Ar)$, worst", "$f(y + Ar) - f(y)$, worst",
             "$f(y + Ar)$, random"]
     names = list(figure_data)
-    fig, axes = plt.subplots(len(names), len(cols), figsize=(2.3 * len(cols), 2.4 * len(names)), squeeze=False)
+    fig, axes = pyplot().subplots(len(names), len(cols), figsize=(2.3 * len(cols), 2.4 * len(names)), squeeze=False)
     for row, name in enumerate(names):
         a = figure_data[name]
         summ = results[name]["images"]["shepp_logan"][i]
@@ -389,9 +351,7 @@ def figure(truth, figure_data, results, eps, figure_eps, path: Path):
             ax.set_yticks([])
             if col == 0:
                 ax.set_ylabel(LABELS[name], fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

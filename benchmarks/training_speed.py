@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from harness import HERE, RESULTS, machine, median_seconds, peer_python, write_results
+from harness import HERE, RESULTS, command, machine, markdown_table, median_seconds, peer_python, write_results
 from jaxrecon.nets.blocks import ConvStack
 from jaxrecon.train import batch_keys
 from jaxrecon.train.experiment import build_data, build_model, experiment_config
@@ -143,17 +143,17 @@ def markdown(res) -> str:
         "",
         f"Machine reference: a 2048^3 float32 `jnp.dot` runs at {res['dot_gflops']:.0f} GFLOP/s.",
         "",
-        "| model | implementation | step (s) | compile / first step (s) | GFLOP / step | GFLOP/s | speed-up vs baseline |",
-        "|---|---|---|---|---|---|---|",
     ]
+    table = []
     for r in rows:
         base = next((b for b in rows if b["model"] == r["model"] and b["implementation"] == "baseline"), None)
         speedup = f"{base['step_seconds'] / r['step_seconds']:.2f}x" if base and "peer" not in r["implementation"] else ""
         first = r.get("compile_seconds", r.get("first_step_seconds"))
         gflop = f"{r['gflop']:.1f}" if r.get("gflop") else ""
         rate = f"{r['gflops_per_second']:.0f}" if r.get("gflops_per_second") else ""
-        lines.append(f"| {r['model']} | {r['implementation']} | {r['step_seconds']:.3f} | "
-                     f"{first:.1f} | {gflop} | {rate} | {speedup} |")
+        table.append([r["model"], r["implementation"], f"{r['step_seconds']:.3f}", f"{first:.1f}", gflop, rate, speedup])
+    lines += markdown_table(["model", "implementation", "step (s)", "compile / first step (s)", "GFLOP / step",
+                             "GFLOP/s", "speed-up vs baseline"], table)
     lines += ["", "Checks:", ""] + [f"- {k}: {v}" for k, v in res["checks"].items()]
     return "\n".join(lines) + "\n\n" + NOTES
 
@@ -186,7 +186,7 @@ def main(argv=None):
             by["lpd", "baseline"]["step_seconds"] / by["lpd", "ours"]["step_seconds"], 2)
     if ("lpd", "peer") in by:
         checks["LPD step ours / peer (bar <= 1.0)"] = round(by["lpd", "ours"]["step_seconds"] / by["lpd", "peer"]["step_seconds"], 2)
-    res = dict(command="python benchmarks/training_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    res = dict(command=command(__file__, argv),
                preset=args.preset, machine=meta, repeats=args.repeats, dot_gflops=2 * 2048**3 / dot_seconds / 1e9, rows=rows, checks=checks)
     stem = "training_speed" if args.preset == "quick" else f"training_speed_{args.preset}"
     js, md = write_results(stem, res, markdown(res), Path(args.out))

@@ -21,10 +21,6 @@ Writes xla_cpu_loops.json and .md into --out (default benchmarks/results/).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import time
 from pathlib import Path
 
 import equinox as eqx
@@ -32,9 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from harness import RESULTS, environment, markdown_table, median_seconds, write_results
 from jaxrecon.deq import SpectralConv2d
-
-HERE = Path(__file__).resolve().parent
 
 
 def layer_fns(channels, key):
@@ -56,25 +51,13 @@ def layer_fns(channels, key):
     return {"NCHW": nchw, "NHWC": nhwc, "SpectralConv2d": spectral}
 
 
-def timed(f, x, repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(f(x))
-    compile_seconds = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(x))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), compile_seconds
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--channels", type=int, default=32)
     ap.add_argument("--layers", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     x = jax.random.normal(jax.random.key(1), (args.channels, args.size, args.size), jnp.float32)
     rows = []
@@ -86,20 +69,17 @@ def main(argv=None):
 
             fwd = jax.jit(forward)
             grad = jax.jit(jax.grad(lambda x, forward=forward: jnp.sum(forward(x) ** 2)))
-            t_f, c_f = timed(fwd, x, args.repeats)
-            t_g, c_g = timed(grad, x, args.repeats)
+            t_f, c_f = median_seconds(fwd, x, repeats=args.repeats)
+            t_g, c_g = median_seconds(grad, x, repeats=args.repeats)
             rows.append(dict(layer=name, loop="unrolled" if unroll is True else "while loop", forward_seconds=t_f,
                              gradient_seconds=t_g, compile_forward_seconds=c_f, compile_gradient_seconds=c_g))
             print(f"{name:15s} {rows[-1]['loop']:10s} forward {t_f * 1e3:8.1f} ms, forward+gradient "
                   f"{t_g * 1e3:8.1f} ms", flush=True)
     ref = np.asarray(jax.jit(jax.grad(lambda x: jnp.sum(layer_fns(args.channels, jax.random.key(0))["NHWC"](x) ** 2)))(x))
     got = np.asarray(jax.jit(jax.grad(lambda x: jnp.sum(layer_fns(args.channels, jax.random.key(0))["SpectralConv2d"](x) ** 2)))(x))
-    meta = dict(args=vars(args), jax=jax.__version__, device_kind=jax.devices()[0].device_kind,
-                cpu_count=os.cpu_count(), platform=platform.platform(), date=time.strftime("%Y-%m-%d %H:%M:%S"),
+    meta = dict(args=vars(args), **environment("jax", "device_kind", "cpu_count", "platform", "date"),
                 gradient_relative_difference=float(np.linalg.norm(got - ref) / np.linalg.norm(ref)))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "xla_cpu_loops.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     by = {(r["layer"], r["loop"]): r for r in rows}
     lines = [
         "# Convolutions inside XLA CPU while loops",
@@ -110,18 +90,16 @@ def main(argv=None):
         f"(`unroll=1`) or unrolled; median of {args.repeats} runs after a warm-up. SpectralConv2d's input-gradient "
         f"vs JAX's NHWC one: relative difference {meta['gradient_relative_difference']:.1e}.",
         "",
-        "| layer | forward, loop (ms) | forward, unrolled (ms) | loop / unrolled | fwd+grad, loop (ms) "
-        "| fwd+grad, unrolled (ms) | loop / unrolled |",
-        "|---|---|---|---|---|---|---|",
     ]
+    table = []
     for name in ("NCHW", "NHWC", "SpectralConv2d"):
         a, b = by[(name, "while loop")], by[(name, "unrolled")]
-        lines.append(
-            f"| {name} | {1e3 * a['forward_seconds']:.1f} | {1e3 * b['forward_seconds']:.1f} | "
-            f"{a['forward_seconds'] / b['forward_seconds']:.1f}x | {1e3 * a['gradient_seconds']:.1f} | "
-            f"{1e3 * b['gradient_seconds']:.1f} | {a['gradient_seconds'] / b['gradient_seconds']:.1f}x |"
-        )
-    (out / "xla_cpu_loops.md").write_text("\n".join(lines) + "\n")
+        table.append([name, f"{1e3 * a['forward_seconds']:.1f}", f"{1e3 * b['forward_seconds']:.1f}",
+                      f"{a['forward_seconds'] / b['forward_seconds']:.1f}x", f"{1e3 * a['gradient_seconds']:.1f}",
+                      f"{1e3 * b['gradient_seconds']:.1f}", f"{a['gradient_seconds'] / b['gradient_seconds']:.1f}x"])
+    lines += markdown_table(["layer", "forward, loop (ms)", "forward, unrolled (ms)", "loop / unrolled",
+                             "fwd+grad, loop (ms)", "fwd+grad, unrolled (ms)", "loop / unrolled"], table)
+    write_results("xla_cpu_loops", dict(meta=meta, rows=rows), "\n".join(lines), out)
     print(f"wrote {out / 'xla_cpu_loops.json'} and .md")
 
 
