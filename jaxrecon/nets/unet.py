@@ -314,7 +314,7 @@ class DnCNN(eqx.Module):
         *,
         key: PRNGKeyArray | None = None,
     ) -> Float[Array, "channels H W"]:
-        """Denoise one image `x` of shape `(channels, H, W)`; `noise_level` ($\sigma$, a scalar) is
+        """Denoise one image `x` of shape `(channels, H, W)`; `noise_level` (sigma, a scalar) is
         required by a conditional DnCNN and refused by the others; `key` is unused."""
         del key
         x = _check_image(x, self.channels, "DnCNN").astype(self.first.weight.dtype)
