@@ -1,10 +1,18 @@
-"""Training: data generated on the fly, the optax training loop, checkpoints, evaluation, data parallelism."""
+"""Training: data generated on the fly, the optax training loop, checkpoints, evaluation, data parallelism,
+self-supervised losses (no ground truth) and the noise-level-conditioned denoiser recipe."""
 
 from .checkpoint import latest_checkpoint, load_checkpoint, load_config, save_checkpoint
 from .data import SPLIT_ID, CTData, Sample, batch_keys, shepp_logan_sample, split_key
 from .evaluate import evaluate, reconstruct
 from .lodopab import LoDoPaBData, evaluate_lodopab, lodopab_data_config
 from .loop import TrainResult, default_optimizer, fit, reconstruction_loss, reconstruction_loss_fn
+from .self_supervised import (
+    equivariant_imaging_loss_fn,
+    noise2inverse_loss_fn,
+    rotate,
+    split_views,
+    sure_loss_fn,
+)
 from .sharding import BATCH_AXIS, data_parallel_mesh, initialize_distributed, replicate, shard_batch
 
 __all__ = [
@@ -17,6 +25,7 @@ __all__ = [
     "batch_keys",
     "data_parallel_mesh",
     "default_optimizer",
+    "equivariant_imaging_loss_fn",
     "evaluate",
     "evaluate_lodopab",
     "fit",
@@ -25,11 +34,15 @@ __all__ = [
     "load_checkpoint",
     "load_config",
     "lodopab_data_config",
+    "noise2inverse_loss_fn",
     "reconstruct",
     "reconstruction_loss",
     "reconstruction_loss_fn",
     "replicate",
+    "rotate",
     "save_checkpoint",
     "shard_batch",
     "split_key",
+    "split_views",
+    "sure_loss_fn",
 ]
