@@ -286,3 +286,49 @@ def test_bad_batches_and_models():
         loss_fn(INIT, jnp.zeros((1, 12, 34), int))
     with pytest.raises(ValueError, match=r"model\(y, op\) to return op.in_shape \(24, 24\), got \(24,\)"):
         LOSSES["noise2inverse"](lambda y, op: jnp.zeros(24), TEST.y[:1])
+
+
+# --------------------------------------------------------------------------------------------------
+# Experiments: config entries, training and resuming without truths
+# --------------------------------------------------------------------------------------------------
+
+
+def test_experiment_configs_record_the_loss():
+    from jaxrecon.train.experiment import LOSSES, experiment_config
+
+    assert LOSSES == ("supervised", "noise2inverse", "ei", "sure")
+    assert experiment_config("lpd")["train"]["loss"] == "supervised"
+    assert experiment_config("lpd", train={"loss": "sure"})["train"]["loss_options"] == {"noise_level": 0.05, "epsilon": 0.01}
+    ei = experiment_config("unet", "quick15", train={"loss": "ei", "loss_options": {"alpha": 0.5}})
+    assert ei["train"]["loss_options"] == {"alpha": 0.5, "noise_level": 0.05, "epsilon": 0.01}
+    n2i = experiment_config("lgd", train={"loss": "noise2inverse"})["train"]["loss_options"]
+    assert n2i == {"num_splits": 2, "domain": "measurement", "filter": "ram-lak"}
+    with pytest.raises(ValueError, match=r"unknown loss 'n2n' in config train.loss; expected one of \('supervised'"):
+        experiment_config("lpd", train={"loss": "n2n"})
+    with pytest.raises(ValueError, match=r"unknown options \['alpha'\] for the sure loss"):
+        experiment_config("lpd", train={"loss": "sure", "loss_options": {"alpha": 1}})
+    lodopab = {"source": "lodopab", "path": "nowhere", "shape": [8, 8], "num_angles": 4, "num_detectors": 5}
+    with pytest.raises(ValueError, match="the sure loss needs the data's Gaussian noise level"):
+        experiment_config("lpd", data=lodopab, train={"loss": "sure"})
+
+
+def test_experiment_trains_without_truths(tmp_path, monkeypatch):
+    from jaxrecon.train import experiment
+
+    config = experiment.experiment_config(
+        "pgd", "quick", data={"size": 16, "num_detectors": 23}, model_options={"num_iterations": 2},
+        train={"steps": 2, "validate_every": 2, "validation_size": 2, "loss": "noise2inverse"},
+    )
+    seen = []
+    real_fit = experiment.fit
+
+    def spy(model, loss_fn, batch_fn, *args, **kwargs):
+        seen.append((type(loss_fn).__name__, batch_fn(0).x))
+        return real_fit(model, loss_fn, batch_fn, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "fit", spy)
+    result = experiment.train(config, tmp_path / "run", progress=False)
+    assert seen == [("Noise2InverseLoss", None)]  # the self-supervised loss, batches without truth
+    assert len(result.history["loss"]) == 2 and np.isfinite(result.history["val_psnr_mean"][-1])
+    _, _, stored = experiment.load_trained(tmp_path / "run")
+    assert stored == config and stored["train"]["loss"] == "noise2inverse"  # resuming reads it back (fit's resume)
