@@ -12,8 +12,6 @@ import pytest
 from jaxrecon.operators import (
     IdentityOperator,
     MatrixOperator,
-    ParallelBeamGeometry,
-    RadonTransform,
     XRayTransform,
     fbp,
     select_views,
@@ -168,7 +166,7 @@ def test_two_splits_give_the_fbp_of_the_kept_views():
 def test_noise2inverse_value():
     """A model that ignores its input: the loss is the mean over splits of the held-out residuals."""
     x = TEST.x[0]
-    fixed = lambda y, op: x  # noqa: E731
+    fixed = lambda y, op: x
     ys = TEST.y[:1]
     loss_fn = noise2inverse_loss_fn(OP, 2)
     _, held = split_views(12, 2)
@@ -212,10 +210,10 @@ def test_rotate():
 
 def test_equivariant_imaging_is_zero_for_an_equivariant_consistent_model():
     op = IdentityOperator((8, 8))
-    identity = lambda y, op: y  # noqa: E731
+    identity = lambda y, op: y
     ys = jax.random.normal(jax.random.key(3), (2, 8, 8))
     assert float(equivariant_imaging_loss_fn(op)(identity, ys)) == pytest.approx(0, abs=1e-20)
-    halve = lambda y, op: y / 2  # noqa: E731  consistency fails: ||y/2 - y||^2 / (n ||A||^2) = mean(y^2)/4
+    halve = lambda y, op: y / 2  # consistency fails: ||y/2 - y||^2 / (n ||A||^2) = mean(y^2)/4
     value = float(equivariant_imaging_loss_fn(op, alpha=1.0)(halve, ys))
     assert value >= float(jnp.mean(ys**2)) / 4 - 1e-12
 
