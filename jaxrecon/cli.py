@@ -5,6 +5,8 @@ Usage::
     jaxrecon demo [--size 64] [--views 30] [--noise 0.05] [--seed 0] [--filter hann] [--methods fbp,tv,lpd]
                   [--tv-alpha A] [--output demo_output]
     jaxrecon train --model lpd --preset quick [--data lodopab:FOLDER] [--output runs/lpd] [--steps N] [--seed 0]
+                   [--loss supervised|noise2inverse|ei|sure] [--loss-option KEY=VALUE ...]
+    jaxrecon train --model dncnn --preset quick [--output runs/dncnn_quick] [--steps N]
     jaxrecon evaluate CHECKPOINT [--data lodopab:FOLDER] [--samples 16] [--json FILE]
     jaxrecon reconstruct SCAN.h5 [--method fbp|tv|cgls|lpd] [--output rec.h5] [--centre auto] [--rings]
     python -m jaxrecon demo ...
@@ -35,6 +37,8 @@ _METHODS = ("fbp", "tv", "lpd")
 _TV_ALPHA_64 = 1.26
 _TV_ITERATIONS = 500
 _MODELS = ("unet", "pgd", "lista", "lgd", "lpd", "degrad", "deprox")  # mirrors jaxrecon.train.experiment.MODELS (checked in tests)
+_DENOISERS = ("dncnn",)  # mirrors jaxrecon.train.denoiser.DENOISERS
+_LOSSES = ("supervised", "noise2inverse", "ei", "sure")  # mirrors jaxrecon.train.experiment.LOSSES
 _PRESETS = ("quick", "quick15", "standard", "paper", "lodopab")
 
 # The FBP filters (mirrors jaxrecon.operators.fbp.FBP_FILTERS; kept literal so --help needs no JAX import,
@@ -81,6 +85,18 @@ def _data_option(text: str) -> tuple[str, Path | None]:
             raise argparse.ArgumentTypeError("lodopab needs the folder of the unzipped files: lodopab:FOLDER")
         return "lodopab", Path(folder)
     raise argparse.ArgumentTypeError(f"expected 'ellipses' or 'lodopab:FOLDER', got {text!r}")
+
+
+def _loss_option(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE` -> (KEY, VALUE as JSON: 3, 0.5, null, ...; else the string)."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. num_splits=3), got {text!r}")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    return key.strip(), parsed
 
 
 def _positive_float(text: str) -> float:
@@ -375,7 +391,9 @@ def _add_train(subparsers) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", choices=_MODELS, required=True)
+    p.add_argument("--model", choices=_MODELS + _DENOISERS, required=True,
+                   help="a reconstruction model, or dncnn: the noise-level-conditioned denoiser for plug-and-play, "
+                   "trained on the preset's clean images (jaxrecon.train.denoiser)")
     p.add_argument("--preset", choices=_PRESETS, default=None,
                    help="model and training recipe (default: lodopab with --data lodopab:FOLDER, else quick)")
     p.add_argument("--data", type=_data_option, default="ellipses",
@@ -388,6 +406,12 @@ def _add_train(subparsers) -> None:
                    help="stop after this many minutes with a checkpoint; the same command resumes the run exactly")
     p.add_argument("--checkpoint-every", type=_int_at_least(1), default=None,
                    help="steps between checkpoints (default: the preset's validation interval)")
+    p.add_argument("--loss", choices=_LOSSES, default="supervised",
+                   help="supervised (MSE against the truths), or self-supervised, never seeing a truth in training "
+                   "(validation still scores against truths): noise2inverse (split views), ei (robust equivariant "
+                   "imaging), sure (Stein's unbiased risk estimate); see jaxrecon.train.self_supervised")
+    p.add_argument("--loss-option", type=_loss_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the loss (repeatable; JSON values), e.g. num_splits=3, domain=image, alpha=0.5")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.set_defaults(func=_run_train, parser=p)
@@ -414,6 +438,18 @@ def _train_config(args: argparse.Namespace) -> tuple[dict, Path]:
     preset = args.preset or ("lodopab" if source == "lodopab" else "quick")
     if preset == "lodopab" and source != "lodopab":
         raise _UsageError("argument --preset: lodopab trains on the LoDoPaB-CT files: add --data lodopab:FOLDER")
+    if args.model in _DENOISERS:
+        if args.loss != "supervised" or args.loss_option:
+            raise _UsageError("argument --loss: the dncnn denoiser trains on clean images with added noise; "
+                              "--loss and --loss-option apply to reconstruction models")
+        if source == "lodopab":
+            raise _UsageError("argument --data: the dncnn denoiser trains on random-ellipse images; leave out --data")
+        from jaxrecon.train.denoiser import denoiser_config
+
+        config = denoiser_config(preset, seed=args.seed)
+        if args.steps is not None:
+            config["train"]["steps"] = args.steps
+        return config, args.output or Path("runs") / f"{args.model}_{preset}"
     from jaxrecon.train.experiment import experiment_config
 
     overrides = {}
@@ -421,11 +457,15 @@ def _train_config(args: argparse.Namespace) -> tuple[dict, Path]:
         from jaxrecon.train.lodopab import lodopab_data_config
 
         overrides["data"] = lodopab_data_config(folder)
+    options = dict(args.loss_option)
+    if args.loss != "supervised" or options:
+        overrides["train"] = {"loss": args.loss, "loss_options": options}
     config = experiment_config(args.model, preset, seed=args.seed, **overrides)
     if args.steps is not None:
         config["train"]["steps"] = args.steps
     suffix = "_lodopab" if source == "lodopab" and preset != "lodopab" else ""
-    return config, args.output or Path("runs") / f"{args.model}_{preset}{suffix}"
+    loss = "" if args.loss == "supervised" else f"_{args.loss}"
+    return config, args.output or Path("runs") / f"{args.model}_{preset}{loss}{suffix}"
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -435,9 +475,12 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from jaxrecon.train.experiment import train
-
     config, output = _train_config(args)
+    if args.model in _DENOISERS:
+        from jaxrecon.train.denoiser import train_denoiser as train
+    else:
+        from jaxrecon.train.experiment import train
+
     if output.exists() and not output.is_dir():
         raise _UsageError(f"argument --output: {str(output)!r} exists and is not a directory")
     _check_same_data(output, config)
@@ -472,7 +515,9 @@ def _train(args: argparse.Namespace) -> int:
         print(f"stopped after {args.minutes:g} minutes at step {done} of {total} (loss {h['loss'][-1]:.3g}{last}); "
               f"checkpoint in {output}; run the same command again to resume")
         return 0
-    print(f"trained {args.model} ({config['preset']}) for {total} steps: final loss "
+    loss = config["train"].get("loss", "supervised")
+    what = f"{args.model} ({config['preset']}{'' if loss == 'supervised' else ', ' + loss + ' loss'})"
+    print(f"trained {what} for {total} steps: final loss "
           f"{h['loss'][-1]:.3g}, validation PSNR {val[-1]:.2f} dB; checkpoint in {output}")
     return 0
 
@@ -483,12 +528,20 @@ def _check_same_data(output: Path, config: dict) -> None:
 
     ckpt = latest_checkpoint(output) if output.is_dir() else None
     try:
-        saved = json.loads((ckpt / "config.json").read_text())["config"]["data"] if ckpt is not None else None
+        stored = json.loads((ckpt / "config.json").read_text())["config"] if ckpt is not None else None
+        saved = stored["data"] if stored is not None else None
     except (OSError, ValueError, KeyError, TypeError):
         return  # a broken checkpoint: let training's loader report it
     if saved is not None and saved != json.loads(json.dumps(config["data"])):
         raise ValueError(f"{output} holds a run on other data ({saved}); choose another --output to train on "
                          f"{config['data']}")
+    if stored is not None and stored.get("model") != config["model"]:
+        raise ValueError(f"{output} holds a {stored.get('model')} run; choose another --output to train {config['model']}")
+    train_cfg = stored.get("train") if isinstance(stored, dict) and isinstance(stored.get("train"), dict) else {}
+    loss = train_cfg.get("loss", "supervised")
+    if stored is not None and loss != config["train"].get("loss", "supervised"):
+        raise ValueError(f"{output} holds a run with the {loss} loss; choose another --output to train with "
+                         f"the {config['train'].get('loss', 'supervised')} loss")
 
 
 def _finished_run(output: Path, config: dict) -> str | None:
@@ -539,19 +592,46 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from jaxrecon.train.checkpoint import load_config
     from jaxrecon.train.experiment import load_trained
 
+    if load_config(args.checkpoint).get("model") in _DENOISERS:
+        return _evaluate_denoiser(args)
     model, data, config = load_trained(args.checkpoint)
     trained_on = config["data"].get("source", "ellipses")
     source, folder = args.data or (trained_on, None)
     if source != trained_on:
         raise ValueError(f"{args.checkpoint} was trained on {trained_on}, not {source}; evaluate it on its own data "
                          "(leave out --data)")
-    result = {"checkpoint": str(args.checkpoint), "model": config["model"], "preset": config["preset"]}
+    result = {"checkpoint": str(args.checkpoint), "model": config["model"], "preset": config["preset"],
+              "loss": config["train"].get("loss", "supervised")}
     if source == "lodopab":
         result["lodopab_test"] = _evaluate_lodopab(model, data, folder, args.samples, config["model"])
     else:
         result.update(_evaluate_ellipses(model, data, config, args.samples or 16))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _evaluate_denoiser(args: argparse.Namespace) -> int:
+    """A denoiser checkpoint: PSNR of noisy and denoised test images at the config's validation levels."""
+    if args.data is not None and args.data[0] != "ellipses":
+        raise ValueError(f"{args.checkpoint} is a denoiser trained on random-ellipse images; leave out --data")
+    from jaxrecon.train import batch_keys
+    from jaxrecon.train.denoiser import clean_images, evaluate_denoiser, load_denoiser
+    from jaxrecon.train.experiment import build_data
+
+    net, config = load_denoiser(args.checkpoint)
+    samples = args.samples or 16
+    data = build_data(config, net.first.weight.dtype)
+    images = clean_images(data, batch_keys(config["seed"], "test", 0, samples))
+    levels = config["train"]["validation_levels"]
+    scores = evaluate_denoiser(net, images, levels, seed=config["seed"])
+    for level in levels:
+        print(f"dncnn at sigma {level:g} on {samples} test images: PSNR {scores[f'psnr_noisy_{level:g}']:.2f} dB noisy "
+              f"-> {scores[f'psnr_{level:g}']:.2f} dB denoised (gain {scores[f'gain_{level:g}']:.2f} dB)")
+    result = {"checkpoint": str(args.checkpoint), "model": config["model"], "preset": config["preset"], "test": scores}
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -81,6 +81,10 @@ def test_demo_reconstruction_is_oriented_and_scaled_like_the_phantom():
         (["train", "--model", "lpd", "--steps", "0"], "--steps: must be an integer >= 1, got 0"),
         (["train", "--model", "lpd", "--minutes", "0"], "--minutes: must be a finite number > 0, got 0"),
         (["train", "--model", "lpd", "--checkpoint-every", "0"], "--checkpoint-every: must be an integer >= 1"),
+        (["train", "--model", "lpd", "--loss", "n2n"], "--loss: invalid choice"),
+        (["train", "--model", "lpd", "--loss", "sure", "--loss-option", "epsilon"], "--loss-option: expected KEY=VALUE"),
+        (["train", "--model", "dncnn", "--loss", "sure"], "--loss and --loss-option apply to reconstruction models"),
+        (["train", "--model", "dncnn", "--data", "lodopab:x"], "the dncnn denoiser trains on random-ellipse images"),
         (["evaluate"], "the following arguments are required: checkpoint"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         ([], "required: COMMAND"),
@@ -109,9 +113,51 @@ def test_filter_choices_match_fbp():
 
 
 def test_model_and_preset_choices_match_experiments():
-    from jaxrecon.train.experiment import MODELS, PRESETS
+    from jaxrecon.train.denoiser import DENOISERS
+    from jaxrecon.train.experiment import LOSSES, MODELS, PRESETS
 
     assert tuple(cli._MODELS) == tuple(MODELS) and tuple(cli._PRESETS) == tuple(PRESETS)
+    assert tuple(cli._LOSSES) == tuple(LOSSES) and tuple(cli._DENOISERS) == tuple(DENOISERS)
+
+
+def test_train_config_of_a_self_supervised_loss():
+    args = cli.build_parser().parse_args(
+        ["train", "--model", "lpd", "--loss", "noise2inverse", "--loss-option", "num_splits=3",
+         "--loss-option", "domain=image", "--steps", "5"])
+    config, output = cli._train_config(args)
+    assert config["train"]["loss"] == "noise2inverse" and config["train"]["steps"] == 5
+    assert config["train"]["loss_options"] == {"num_splits": 3, "domain": "image", "filter": "ram-lak"}
+    assert output.as_posix() == "runs/lpd_quick_noise2inverse"
+    config, output = cli._train_config(cli.build_parser().parse_args(["train", "--model", "dncnn"]))
+    assert config["model"] == "dncnn" and output.as_posix() == "runs/dncnn_quick"
+    assert cli._train_config(cli.build_parser().parse_args(["train", "--model", "lpd"]))[1].as_posix() == "runs/lpd_quick"
+
+
+def test_an_output_holding_another_loss_or_model_is_refused(tmp_path):
+    import jax.numpy as jnp
+
+    from jaxrecon.train.checkpoint import save_checkpoint
+    from jaxrecon.train.experiment import experiment_config
+
+    sure = experiment_config("pgd", train={"loss": "sure"})
+    save_checkpoint(tmp_path / "run", model={"w": jnp.zeros(1)}, step=1, config=sure)
+    cli._check_same_data(tmp_path / "run", sure)  # the same run: resumed
+    with pytest.raises(ValueError, match="holds a run with the sure loss; choose another --output to train with the "
+                                         "supervised loss"):
+        cli._check_same_data(tmp_path / "run", experiment_config("pgd"))
+    with pytest.raises(ValueError, match="holds a pgd run; choose another --output to train lpd"):
+        cli._check_same_data(tmp_path / "run", experiment_config("lpd", train={"loss": "sure"}))
+
+
+def test_train_and_evaluate_a_denoiser(tmp_path, capsys):
+    den = tmp_path / "dncnn"
+    assert main(["train", "--model", "dncnn", "--steps", "2", "--output", str(den), "--no-progress"]) == 0
+    assert "trained dncnn (quick) for 2 steps" in capsys.readouterr().out
+    js = tmp_path / "dncnn.json"
+    assert main(["evaluate", str(den), "--samples", "2", "--json", str(js)]) == 0
+    assert "dncnn at sigma 0.05 on 2 test images" in capsys.readouterr().out
+    result = json.loads(js.read_text())
+    assert result["model"] == "dncnn" and set(result["test"]) >= {"psnr_mean", "psnr_0.05", "gain_0.05"}
 
 
 def test_evaluate_missing_checkpoint_is_a_usage_error(tmp_path, capsys):

@@ -226,12 +226,20 @@ class DnCNN(eqx.Module):
     `FFTConv2d` (periodic boundary conditions, centred kernels; the image must be at least
     `kernel_size` in each dimension). The input is cast to the parameters' dtype.
 
+    Noise-level conditioning (`conditional=True`, as FFDNet, Zhang et al. 2018, and DRUNet, Zhang
+    et al. 2021): one denoiser for a range of noise levels. The call then takes the noise standard
+    deviation $\sigma$ and feeds it as an extra constant input channel,
+    $x \mapsto x - R_\theta([x, \sigma\mathbf 1])$; $\sigma$ is in the units of the image (the
+    absolute standard deviation of the Gaussian noise on it). Without conditioning `noise_level`
+    must be left out.
+
     Args:
         channels: image channels (input and output).
         features: width of the hidden layers (64 in the paper).
         depth: number of convolutions, >= 2 (17 in the paper for known noise level).
         kernel_size: side of the square kernels (3 in the paper).
         circular: use FFT circular convolutions instead of zero-padded ones.
+        conditional: take the noise level as an input (one more input channel to the first layer).
         unroll: `lax.scan`'s unroll of the middle layers (see above).
         key: PRNG key for the initialisation.
         dtype: real float dtype of the parameters.
@@ -241,6 +249,9 @@ class DnCNN(eqx.Module):
     Example:
         >>> net = DnCNN(features=16, depth=5, key=jax.random.key(0))
         >>> net(jnp.ones((1, 24, 24))).shape
+        (1, 24, 24)
+        >>> blind = DnCNN(features=16, depth=5, conditional=True, key=jax.random.key(0))
+        >>> blind(jnp.ones((1, 24, 24)), noise_level=0.05).shape
         (1, 24, 24)
     """
 
@@ -252,6 +263,7 @@ class DnCNN(eqx.Module):
     depth: int = eqx.field(static=True)
     circular: bool = eqx.field(static=True)
     unroll: int | bool = eqx.field(static=True)
+    conditional: bool = eqx.field(static=True, default=False)
 
     def __init__(
         self,
@@ -261,6 +273,7 @@ class DnCNN(eqx.Module):
         *,
         kernel_size: int = 3,
         circular: bool = False,
+        conditional: bool = False,
         unroll: int | bool = True,
         key: PRNGKeyArray,
         dtype=None,
@@ -273,6 +286,8 @@ class DnCNN(eqx.Module):
         if depth < 2:
             raise ValueError(f"DnCNN expects depth >= 2, got depth={depth}")
         dtype = _float_dtype(dtype, owner)
+        if not isinstance(conditional, bool):
+            raise TypeError(f"DnCNN expects `conditional` to be a bool, got {conditional!r}")
 
         def conv(cin, cout, k):
             if circular:
@@ -280,7 +295,7 @@ class DnCNN(eqx.Module):
             return _eqx_conv(eqx.nn.Conv2d, cin, cout, kernel_size, padding="SAME", dtype=dtype, key=k)
 
         kfirst, kmid, klast = jr.split(key, 3)
-        self.first = conv(channels, features, kfirst)
+        self.first = conv(channels + int(conditional), features, kfirst)
         if depth > 2:
             layers = [conv(features, features, k) for k in jr.split(kmid, depth - 2)]
             self.middle = jax.tree.map(lambda *a: jnp.stack(a), *layers)
@@ -290,14 +305,33 @@ class DnCNN(eqx.Module):
         self.channels, self.features, self.depth = channels, features, depth
         self.circular = bool(circular)
         self.unroll = unroll
+        self.conditional = conditional
 
     def __call__(
-        self, x: Float[ArrayLike, "channels H W"], *, key: PRNGKeyArray | None = None
+        self,
+        x: Float[ArrayLike, "channels H W"],
+        noise_level: Float[ArrayLike, ""] | None = None,
+        *,
+        key: PRNGKeyArray | None = None,
     ) -> Float[Array, "channels H W"]:
-        """Denoise one image `x` of shape `(channels, H, W)`; `key` is unused."""
+        """Denoise one image `x` of shape `(channels, H, W)`; `noise_level` (sigma, a scalar) is
+        required by a conditional DnCNN and refused by the others; `key` is unused."""
         del key
         x = _check_image(x, self.channels, "DnCNN").astype(self.first.weight.dtype)
-        h = jax.nn.relu(self.first(x))
+        if self.conditional:
+            if noise_level is None:
+                raise TypeError("this DnCNN is conditional: call it as net(x, noise_level) with the noise's sigma")
+            level = jnp.asarray(noise_level)
+            if level.ndim != 0 or not jnp.issubdtype(level.dtype, jnp.number) or jnp.iscomplexobj(level):
+                raise ValueError(
+                    f"DnCNN expects noise_level to be a real scalar, got shape {tuple(level.shape)} and dtype {level.dtype}"
+                )
+            level = jnp.broadcast_to(level.astype(x.dtype), (1, *x.shape[1:]))
+            h = jax.nn.relu(self.first(jnp.concatenate([x, level])))
+        elif noise_level is not None:
+            raise TypeError("this DnCNN takes no noise_level (build it with conditional=True for one that does)")
+        else:
+            h = jax.nn.relu(self.first(x))
         if self.middle is not None:
             params, static = eqx.partition(self.middle, eqx.is_array)
 

@@ -16,6 +16,7 @@ from .linear_operator import IdentityOperator, LinearOperator, dot_test, operato
 from .matrix import MatrixOperator
 from .noise import gaussian_noise, poisson_noise
 from .radon import RadonTransform, radon
+from .views import select_views
 from .xray import XRayTransform, backproject, project
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "project",
     "radial_mask",
     "radon",
+    "select_views",
 ]

@@ -26,6 +26,14 @@ over the 35820 training samples; training LPD at that size is for an accelerator
 takes LoDoPaB data as an override: `experiment_config("lpd", "quick", data=lodopab_data_config(FOLDER))`.
 Random-ellipse configs have no `"source"` entry.
 
+Losses (`config["train"]["loss"]`, options in `config["train"]["loss_options"]`): `"supervised"` (the
+mean squared error against the truth, `reconstruction_loss_fn`; the default) or a self-supervised loss
+that never sees a truth (`jaxrecon.train.self_supervised`; the training batches then carry no `x`,
+validation still scores against truths): `"noise2inverse"` (options `num_splits` 2, `domain`
+"measurement", `filter` "ram-lak"), `"sure"` (`noise_level`: the data's, `epsilon` 0.01) and `"ei"`
+(robust equivariant imaging: `alpha` 1, `noise_level`: the data's, `epsilon` 0.01). Their randomness is
+seeded by the config's seed.
+
 Models: `"unet"` (FBP + U-Net), `"pgd"`, `"lista"`, `"lgd"`, `"lpd"` (`jaxrecon.nets`) and the deep
 equilibrium models `"degrad"`, `"deprox"` (`jaxrecon.deq`: LipschitzCNN regulariser with Lip <= 0.9,
 Anderson forward and backward, tolerance 1e-3, at most 30 iterations each way, from 5 CGLS steps).
@@ -45,17 +53,20 @@ from ..data.lodopab import IMAGE_SHAPE, NUM_ANGLES, NUM_DETECTORS, SPLITS
 from ..deq import DEGrad, DEProx
 from ..nets import LISTA, LearnedGradientDescent, LearnedPrimalDual, PostProcessing, UNet, UnrolledPGD
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import CTData, batch_keys
+from .data import CTData, Sample, batch_keys
 from .evaluate import evaluate
 from .lodopab import LoDoPaBData, lodopab_streams
 from .loop import TrainResult, default_optimizer, fit, reconstruction_loss_fn
+from .self_supervised import equivariant_imaging_loss_fn, noise2inverse_loss_fn, sure_loss_fn
 
 __all__ = [
     "MODELS",
     "PRESETS",
+    "LOSSES",
     "experiment_config",
     "build_data",
     "build_model",
+    "build_loss",
     "train",
     "save_trained",
     "load_trained",
@@ -140,6 +151,15 @@ _TRAIN["lodopab"] = {
 
 PRESETS = tuple(_DATA)
 
+LOSSES = ("supervised", "noise2inverse", "ei", "sure")
+# Default options of each loss; "noise_level": None is filled with the data's noise level.
+_LOSS_OPTIONS = {
+    "supervised": {},
+    "noise2inverse": {"num_splits": 2, "domain": "measurement", "filter": "ram-lak"},
+    "ei": {"alpha": 1.0, "noise_level": None, "epsilon": 1e-2},
+    "sure": {"noise_level": None, "epsilon": 1e-2},
+}
+
 
 def _deep_update(base: dict, overrides: dict) -> dict:
     out = copy.deepcopy(base)
@@ -172,14 +192,58 @@ def experiment_config(model: str, preset: str = "quick", seed: int = 0, **overri
         "seed": seed,
         "data": data,
         "model_options": _MODEL[preset][model],
-        "train": dict(_TRAIN[preset][model], validation_size=16, validate_every=250, clip=1.0),
+        "train": dict(_TRAIN[preset][model], validation_size=16, validate_every=250, clip=1.0, loss="supervised",
+                      loss_options={}),
     }
     unknown = set(overrides) - set(config)
     if unknown:
         raise ValueError(f"unknown config entries {sorted(unknown)}; expected some of {sorted(config)}")
     config = _deep_update(config, overrides)
     _check_counts(config)
+    _resolve_loss(config)
     return config
+
+
+def _resolve_loss(config: dict) -> None:
+    """Check `train.loss` and fill `train.loss_options` with the loss's defaults (noise level: the data's)."""
+    t = config["train"]
+    name, given = t.get("loss", "supervised"), t.get("loss_options") or {}
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r} in config train.loss; expected one of {LOSSES}")
+    if not isinstance(given, dict):
+        raise ValueError(f"config train.loss_options must be a dict, got {given!r}")
+    defaults = dict(_LOSS_OPTIONS[name])
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown options {sorted(unknown)} for the {name} loss; expected some of {sorted(defaults)}")
+    if "noise_level" in defaults:
+        defaults["noise_level"] = config["data"].get("noise")
+    options = {**defaults, **given}
+    if name == "sure" and options["noise_level"] is None:
+        raise ValueError("the sure loss needs the data's Gaussian noise level: set train.loss_options.noise_level")
+    t["loss"], t["loss_options"] = name, options
+
+
+def build_loss(config: dict, op):
+    """`loss_fn(model, batch)` for `fit` from `config["train"]["loss"]` and its options (see the module docstring).
+
+    A config without a `"loss"` entry (checkpoints written before the self-supervised losses) is supervised.
+
+    Example:
+        >>> config = experiment_config("lpd", "quick", train={"loss": "sure"})
+        >>> loss_fn = build_loss(config, build_data(config).operator)
+    """
+    t = config["train"]
+    name, options = t.get("loss", "supervised"), dict(t.get("loss_options") or {})
+    if name == "supervised":
+        return reconstruction_loss_fn(op)
+    if name == "noise2inverse":
+        return noise2inverse_loss_fn(op, **options)
+    if name == "ei":
+        return equivariant_imaging_loss_fn(op, seed=config["seed"], **options)
+    if name == "sure":
+        return sure_loss_fn(op, seed=config["seed"], **options)
+    raise ValueError(f"unknown loss {name!r} in config train.loss; expected one of {LOSSES}")
 
 
 def _check_counts(config: dict) -> None:
@@ -231,6 +295,9 @@ def train(config: dict, directory=None, *, progress: bool = True, mesh=None, dty
     `time_limit` (seconds) stops the run early with a checkpoint (see `fit`); calling `train` again
     with the same config and directory resumes it exactly, until `config["train"]["steps"]` are done.
 
+    The loss is `build_loss(config, op)`; with a self-supervised one the training batches are
+    `Sample(y, None)`: no truth reaches the training step (validation scores against truths).
+
     Training step $k$ uses `batch_keys(seed, "train", k * batch_size, batch_size)`; validation uses
     the first `validation_size` keys of the validation stream: the splits never overlap. LoDoPaB-CT:
     step $k$ reads train samples `k * batch_size, ...` (mod the split's length), validation the first
@@ -241,9 +308,16 @@ def train(config: dict, directory=None, *, progress: bool = True, mesh=None, dty
     model = build_model(config, op, dtype=dtype)
     t = config["train"]
     batch_fn, val = _streams(config, data)
+    loss_fn = build_loss(config, op)
+    if t.get("loss", "supervised") != "supervised":
+        with_truth = batch_fn
+
+        def batch_fn(k):
+            return Sample(with_truth(k).y, None)
+
     return fit(
         model,
-        reconstruction_loss_fn(op),
+        loss_fn,
         batch_fn,
         default_optimizer(t["learning_rate"], num_steps=t["steps"], clip=t["clip"]),
         t["steps"],
@@ -292,6 +366,9 @@ def load_trained(path, dtype=None):
     from .checkpoint import _read_meta, _resolve, load_config
 
     config = load_config(path)
+    if config.get("model") not in MODELS:
+        raise ValueError(f"{str(path)!r} holds a {config.get('model')!r} run, not a reconstruction model {MODELS}"
+                         + ("; load a denoiser with jaxrecon.train.denoiser.load_denoiser" if config.get("model") == "dncnn" else ""))
     if dtype is None:  # the dtype the model was saved in (checkpoints record every leaf's dtype)
         leaves = _read_meta(_resolve(path))["leaves"]["model"]
         floats = [leaf["dtype"] for leaf in leaves if leaf["dtype"].startswith("float")]

@@ -187,3 +187,26 @@ def test_dncnn_bad_inputs():
         net(jnp.ones((1, 2, 8)))
     with pytest.raises(ValueError, match="depth >= 2.*depth=1"):
         DnCNN(depth=1, key=jax.random.key(0))
+
+
+def test_conditional_dncnn_takes_the_noise_level_as_a_channel():
+    net = DnCNN(features=3, depth=3, conditional=True, key=jax.random.key(8))
+    assert net.first.weight.shape[:2] == (3, 2)  # image + noise-level channel
+    x = np.random.default_rng(8).standard_normal((1, 9, 8))
+    h = np.maximum(conv_ref(np.concatenate([x, np.full_like(x, 0.3)]), net.first.weight, net.first.bias, False), 0)
+    h = np.maximum(conv_ref(h, net.middle.weight[0], net.middle.bias[0], False), 0)
+    ref = x - conv_ref(h, net.last.weight, net.last.bias, False)
+    np.testing.assert_allclose(np.asarray(net(jnp.asarray(x), 0.3)), ref, rtol=1e-12, atol=1e-12)
+    # vmapped over images and levels; the level is differentiable (a traced input)
+    xs, levels = jnp.stack([x[None], x[None]])[:, 0], jnp.array([0.0, 0.3])
+    ys = jax.vmap(net)(xs, levels)
+    np.testing.assert_allclose(np.asarray(ys[1]), ref, rtol=1e-12, atol=1e-12)
+    assert np.isfinite(float(jax.grad(lambda s: net(jnp.asarray(x), s).sum())(0.1)))
+    with pytest.raises(TypeError, match=r"conditional: call it as net\(x, noise_level\)"):
+        net(jnp.asarray(x))
+    with pytest.raises(ValueError, match=r"noise_level to be a real scalar, got shape \(2,\)"):
+        net(jnp.asarray(x), jnp.ones(2))
+    with pytest.raises(TypeError, match="takes no noise_level"):
+        DnCNN(features=3, depth=3, key=jax.random.key(0))(jnp.asarray(x), 0.1)
+    with pytest.raises(TypeError, match="conditional` to be a bool"):
+        DnCNN(conditional=1, key=jax.random.key(0))
