@@ -187,6 +187,7 @@ def test_train_then_evaluate_round_trip(tmp_path, capsys):
     assert f"{result['shepp_logan']['psnr_mean']:.2f}" in printed
 
 
+@pytest.mark.slow
 def test_demo_with_tv_skips_lpd_for_other_settings(tmp_path, capsys):
     assert main(["demo", *SMALL, "--methods", "fbp,tv,lpd", "--output", str(tmp_path)]) == 0
     printed = capsys.readouterr().out

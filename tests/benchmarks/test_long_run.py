@@ -37,6 +37,7 @@ def test_report_of_an_unfinished_run(tmp_path):
     assert (tmp_path / "out" / "long_pgd_run.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_bad_runs_are_clear_errors(tmp_path):
     proc = _long_run(tmp_path)
     assert proc.returncode == 2

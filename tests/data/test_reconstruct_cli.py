@@ -63,6 +63,7 @@ def test_command_line_fbp_on_an_h5py_file(tmp_path, counts):
     assert float(psnr(rec, np.asarray(shepp_logan(N)), data_range=1.0)) > 15.8
 
 
+@pytest.mark.slow
 def test_command_line_error_is_one_line(tmp_path, counts):
     geom, p, f, d = counts
     with h5py.File(tmp_path / "bad.h5", "w") as h:

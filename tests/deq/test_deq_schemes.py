@@ -122,6 +122,7 @@ def test_gradient_matches_finite_differences():
     np.testing.assert_allclose(directional, fd, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_iterate_runs_the_same_map_and_approaches_the_fixed_point():
     model = DEProx(BLUR, key=KEY, lipschitz=0.5, weight=None, tol=1e-10, max_iter=200, **SMALL)
     y = BLUR(X)

@@ -75,6 +75,7 @@ def test_fbp_init_on_other_operators_keeps_its_message():
     np.testing.assert_array_equal(initial_reconstruction(jnp.ones((N, N)), blur, "auto"), blur.T(jnp.ones((N, N))))
 
 
+@pytest.mark.slow
 def test_postprocessing_on_fan_beam_uses_fan_fbp():
     geom = _fan("curved")
     op, y = XRayTransform(geom), _data(geom)

@@ -121,6 +121,7 @@ def test_resumed_run_is_bitwise_the_uninterrupted_one_and_loads_without_files(fo
     np.testing.assert_array_equal(np.asarray(model.params.step), np.asarray(full.model.params.step))
 
 
+@pytest.mark.slow
 def test_evaluate_scores_the_test_split_like_the_challenge(folder):
     config = _small_config(folder)
     data = build_data(config)
@@ -141,6 +142,7 @@ def test_evaluate_scores_the_test_split_like_the_challenge(folder):
     assert evaluate_lodopab(model, data, "test", num_samples=2)["samples"] == 2
 
 
+@pytest.mark.slow
 def test_cli_trains_from_files_and_evaluates_on_the_test_split(folder, tmp_path, capsys):
     # the lodopab preset's unrolled PGD (batch 8: wraps around the 5 training samples); LPD trains the same
     # way, but its compilation would take this test past a minute
