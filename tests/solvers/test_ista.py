@@ -1,4 +1,3 @@
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,9 +5,10 @@ import pytest
 import pywt
 from scipy.optimize import minimize
 
+from _image_matrix import ImageMatrix
+
 from jaxrecon.operators import (
     IdentityOperator,
-    LinearOperator,
     MatrixOperator,
     SubsampledFourier,
 )
@@ -16,27 +16,6 @@ from jaxrecon.solvers.ista import fista, ista
 from jaxrecon.solvers.wavelets import WaveletTransform
 
 pytestmark = pytest.mark.filterwarnings("ignore:Level value of .* is too high")
-
-
-class DenseImageOperator(LinearOperator):
-    """A dense (m, H*W) matrix acting on (H, W) images (a cheap stand-in for a projector)."""
-
-    matrix: jax.Array
-    shape: tuple = eqx.field(static=True)
-
-    def mv(self, x):
-        return self.matrix @ x.reshape(-1)
-
-    def rmv(self, y):
-        return (self.matrix.T @ y).reshape(self.shape)
-
-    @property
-    def in_shape(self):
-        return self.shape
-
-    @property
-    def out_shape(self):
-        return (self.matrix.shape[0],)
 
 
 def wavelet_matrix(shape, wavelet, levels):
@@ -120,7 +99,7 @@ def test_wavelet_elastic_net_on_images_matches_scipy():
     y = a @ disc_image(n).ravel() + 0.05 * rng.standard_normal(120)
     w = wavelet_matrix((n, n), "db2", 2)
     c_ref, f_ref = scipy_l1(a @ w.T, y, 0.1, eps=0.05)  # synthesis form, x = W^T c
-    op = DenseImageOperator(jnp.asarray(a), (n, n))
+    op = ImageMatrix(jnp.asarray(a), (n, n))
     sol = fista(op, jnp.asarray(y), 0.1, wavelet="db2", levels=2, elastic_net=0.05, max_iter=2000, history=True)
     assert abs(float(sol.history["objective"][-1]) - f_ref) <= 1e-8 * f_ref
     np.testing.assert_allclose(sol.x.ravel(), w.T @ c_ref, atol=1e-6)
@@ -149,7 +128,7 @@ def test_nonnegative_wavelet_matches_admm():
     x_ref, f_ref = admm_nonnegative_wavelet_l1(a, w, y, 1.0, iters=3000)
     c_free, _ = scipy_l1(a @ w.T, y, 1.0)
     assert np.min(w.T @ c_free) < -0.1  # the constraint is active: the unconstrained minimiser goes negative
-    op = DenseImageOperator(jnp.asarray(a), (n, n))
+    op = ImageMatrix(jnp.asarray(a), (n, n))
     for solver, iters in ((ista, 500), (fista, 300)):
         sol = solver(op, jnp.asarray(y), 1.0, wavelet="haar", levels=2, nonnegative=True, max_iter=iters, history=True)
         assert float(jnp.min(sol.x)) >= 0
@@ -177,7 +156,7 @@ def test_ista_objective_decreases_monotonically():
     sol = ista(MatrixOperator(jnp.asarray(a)), jnp.asarray(y), 0.05, max_iter=300, history=True)
     obj = np.asarray(sol.history["objective"])
     assert np.all(np.diff(obj) <= 1e-13 * obj[0]) and obj[-1] < 0.5 * obj[0]
-    op = DenseImageOperator(jnp.asarray(np.random.default_rng(5).standard_normal((100, 256)) / 10), (16, 16))
+    op = ImageMatrix(jnp.asarray(np.random.default_rng(5).standard_normal((100, 256)) / 10), (16, 16))
     y = op.mv(jnp.asarray(disc_image(), float))
     obj = np.asarray(ista(op, y, 0.05, wavelet="haar", levels=3, max_iter=300, history=True).history["objective"])
     assert np.all(np.diff(obj) <= 1e-13 * obj[0]) and obj[-1] < 0.5 * obj[0]
@@ -185,7 +164,7 @@ def test_ista_objective_decreases_monotonically():
 
 @pytest.mark.slow
 def test_vmap_over_alpha_and_data_equals_separate_calls():
-    op = DenseImageOperator(jnp.asarray(np.random.default_rng(6).standard_normal((100, 256)) / 10), (16, 16))
+    op = ImageMatrix(jnp.asarray(np.random.default_rng(6).standard_normal((100, 256)) / 10), (16, 16))
     ys = op.mv(jnp.asarray(disc_image(), float)) + 0.1 * jax.random.normal(jax.random.PRNGKey(0), (3, 100))
     alphas = jnp.array([0.01, 0.1, 0.5])
     a, y = lasso_problem(seed=11)
@@ -217,7 +196,7 @@ def test_gradient_with_respect_to_alpha_through_fixed_iterations():
     op = MatrixOperator(jnp.asarray(a))
     f = lambda alpha: jnp.sum(fista(op, jnp.asarray(y), alpha, step=0.5, max_iter=30).x ** 2)
     central_difference_check(f, 0.05)
-    op = DenseImageOperator(jnp.asarray(np.random.default_rng(8).standard_normal((100, 256)) / 10), (16, 16))
+    op = ImageMatrix(jnp.asarray(np.random.default_rng(8).standard_normal((100, 256)) / 10), (16, 16))
     y = op.mv(jnp.asarray(disc_image(), float))
     f = lambda alpha: jnp.sum(
         ista(op, y, alpha, wavelet="haar", levels=2, nonnegative=True, step=0.5, max_iter=10).x ** 2
