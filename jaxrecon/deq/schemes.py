@@ -40,6 +40,12 @@ loop). The schemes then contract for every admissible step:
   $\tilde\alpha = \alpha/\|A\|^2$ and the default $\eta = 1/(1+\tilde\alpha)$,
   $\mathrm{Lip}(T) \le 1 - \eta\tilde\alpha(1 - L)$, and the solution is unique.
 
+**Plug-and-play and RED as equilibria.** With a denoiser $D$ as the regulariser, `DEProx(op, D,
+weight=None)` is the fixed point of PnP proximal gradient (`jaxrecon.solvers.pnp_pgd` with step
+$\eta/\|A\|^2$), and `EquilibriumRegularisation(op, G, alpha=alpha)` with $G(x) = x - D(x)$ solves RED's
+equation $A^*(Ax - y) + \alpha(x - D(x)) = 0$ (`jaxrecon.solvers.red`): the same solutions, now with
+implicit gradients with respect to the denoiser's weights, its noise level and the data.
+
 Any other regulariser (e.g. `jaxrecon.nets.DnCNN`) can be passed; contractivity is then the
 user's business, and `jacobian_penalty` (a Hutchinson estimate of $\|\partial T/\partial x\|_F^2$
 for the training loss) is the tool to encourage it.

@@ -14,6 +14,13 @@ RED with a linear symmetric $D = W$ solves $(A^*A + \alpha(I - W))x = A^*y$. `gs
 potential $g$ of a gradient-step denoiser $D = I - \nabla g$ instead and is proximal gradient
 descent on $\tfrac12\|Ax-y\|^2 + \lambda g$.
 
+**Implicitly differentiable fixed points.** These solvers run the iteration itself; to differentiate
+a *converged* PnP solution without storing the iterations, use the deep equilibrium schemes of
+`jaxrecon.deq` (Anderson forward, implicit function theorem backward): `DEProx(op, D, weight=None)`
+on a `(1, H, W)` denoiser $D$ is the PnP-PGD fixed point $x = D(x - s A^*(Ax - y))$ with
+$s = \eta/\|A\|^2$, and `EquilibriumRegularisation(op, G, alpha=alpha)` with $G(x) = x - D(x)$ solves
+RED's equation (both checked against these solvers in `tests/deq/test_plug_and_play_equilibrium.py`).
+
 All return a `Solution` (`x`, `iterations`, `converged`, `residual_norm` $= \|Ax - y\|$,
 `history`, `nonfinite`) with the conventions of `admm`: `tol` stops on the relative change
 $\|x_{k+1} - x_k\| \le \text{tol}\,\|x_{k+1}\|$ (plus the splitting's own residual where it has

@@ -174,3 +174,33 @@ def test_bad_input_names_expected_and_given():
         pnp_hqs(OP, Y, lambda v: v, mu=0.0)
     with pytest.raises(ValueError, match="alpha must be finite and non-negative"):
         red(OP, Y, lambda v: v, -1.0)
+
+
+def test_flax_denoiser_through_from_flax_equals_the_same_convolution_by_hand():
+    """A Flax NNX convolution wrapped by `from_flax` as the PnP-ADMM denoiser gives the iterates, loss
+    and kernel gradient of the same 3x3 correlation written with `jax.scipy.signal.correlate2d`."""
+    from flax import nnx
+
+    from jaxrecon.nets import from_flax
+
+    net = from_flax(nnx.Conv(1, 1, (3, 3), param_dtype=F64, rngs=nnx.Rngs(0)))
+
+    def loss(denoiser, y):
+        sol = pnp_admm(OP, y, denoiser, rho=1.0, max_iter=6)
+        return jnp.sum((sol.x - X) ** 2), sol.x
+
+    def flax_loss(net, y):
+        return loss(eqx.Partial(lambda n, v: n(v[None])[0], net), y)
+
+    def hand_loss(kb, y):
+        kernel, bias = kb
+        return loss(lambda v: jax.scipy.signal.correlate2d(v, kernel, mode="same") + bias, y)
+
+    (v_flax, x_flax), g_flax = eqx.filter_jit(eqx.filter_value_and_grad(flax_loss, has_aux=True))(net, Y)
+    kb = (net.params["kernel"][:, :, 0, 0], net.params["bias"][0])
+    (v_hand, x_hand), g_hand = jax.jit(jax.value_and_grad(hand_loss, has_aux=True))(kb, Y)
+    assert float(jnp.abs(kb[0]).min()) > 0 and float(jnp.abs(g_hand[0]).min()) > 0  # a real kernel, a real gradient
+    np.testing.assert_allclose(x_flax, x_hand, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(v_flax, v_hand, rtol=1e-10)
+    np.testing.assert_allclose(g_flax.params["kernel"][:, :, 0, 0], g_hand[0], rtol=1e-8)
+    np.testing.assert_allclose(g_flax.params["bias"][0], g_hand[1], rtol=1e-8)
