@@ -1,7 +1,7 @@
-"""Forward models: geometries (parallel, fan and cone beam), X-ray transforms and their exact adjoints, FBP,
-convolution, Fourier, matrices, noise."""
+"""Forward models: geometries (2D parallel and fan beam; 3D cone and helical cone beam), X-ray
+transforms and their exact adjoints, FBP, convolution, Fourier, matrices, noise."""
 
-from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry
+from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry, HelicalConeBeamGeometry
 from .convolution import (
     CircularConvolution,
     circular_convolve,
@@ -25,6 +25,7 @@ __all__ = [
     "ConeBeamVecGeometry",
     "FanBeamGeometry",
     "FanBeamVecGeometry",
+    "HelicalConeBeamGeometry",
     "IdentityOperator",
     "LinearOperator",
     "MatrixOperator",

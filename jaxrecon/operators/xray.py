@@ -6,7 +6,7 @@ The functions dispatch on the geometry's type:
 | --- | --- | --- |
 | `ParallelBeamGeometry` | `radon` | the parallel-beam adjoint (`radon.py`) |
 | `FanBeamGeometry` (flat or curved detector), `FanBeamVecGeometry` | `fan_project` | `fan_backproject` |
-| `ConeBeamGeometry` (circular orbit, flat detector), `ConeBeamVecGeometry` (3D) | `cone_project` | `cone_backproject` |
+| `ConeBeamGeometry` (circular orbit, flat detector), `HelicalConeBeamGeometry`, `ConeBeamVecGeometry` (3D) | `cone_project` | `cone_backproject` |
 
 All are line integrals in pixel (voxel) units with Joseph's linear (bilinear in 3D) interpolation,
 jittable, vmappable over images and geometries and differentiable in both; `backproject` is the exact
@@ -19,7 +19,7 @@ import equinox as eqx
 from jaxtyping import Array, Float
 
 from .cone_beam import cone_backproject, cone_project
-from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry
+from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry, HelicalConeBeamGeometry
 from .fan_beam import fan_backproject, fan_project
 from .fan_geometry import FanBeamGeometry, FanBeamVecGeometry
 from .geometry import ParallelBeamGeometry
@@ -29,15 +29,16 @@ from .radon import radon
 
 __all__ = ["Geometry", "XRayTransform", "backproject", "project"]
 
-Geometry = ParallelBeamGeometry | FanBeamGeometry | FanBeamVecGeometry | ConeBeamGeometry | ConeBeamVecGeometry
-_GEOMETRIES = (ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry, ConeBeamGeometry, ConeBeamVecGeometry)
-_CONE = (ConeBeamGeometry, ConeBeamVecGeometry)
+Geometry = (ParallelBeamGeometry | FanBeamGeometry | FanBeamVecGeometry | ConeBeamGeometry | HelicalConeBeamGeometry
+            | ConeBeamVecGeometry)
+_CONE = (ConeBeamGeometry, HelicalConeBeamGeometry, ConeBeamVecGeometry)
+_GEOMETRIES = (ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry) + _CONE
 
 
 def _unsupported(geom):
     return TypeError(
-        "geom must be a ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry, ConeBeamGeometry or "
-        f"ConeBeamVecGeometry, got {type(geom).__name__}"
+        "geom must be a ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry, ConeBeamGeometry, "
+        f"HelicalConeBeamGeometry or ConeBeamVecGeometry, got {type(geom).__name__}"
     )
 
 
@@ -57,8 +58,9 @@ def project(x: Float[Array, "H W"], geom: Geometry, *, unroll: int | None = None
     r"""Projections $Ax$ of an image `(H, W)` for any geometry: a sinogram `(num_angles, num_detectors)`.
 
     `ParallelBeamGeometry` runs `radon`; fan-beam geometries run `fan_project`; cone-beam geometries
-    run `cone_project` on a volume `(Z, Y, X)`, giving `(views, rows, cols)`. `unroll` (static, 2D) and
-    `batch_size` (static, cone beam: views per chunk, default 8) change speed and memory, not results.
+    (circular, helical, vector) run `cone_project` on a volume `(Z, Y, X)`, giving `(views, rows, cols)`.
+    `unroll` (static, 2D) and `batch_size` (static, cone beam: views per chunk, default 8) change speed and
+    memory, not results.
 
     Example:
         >>> geom = FanBeamGeometry.uniform((64, 64), 60, source_origin=100.0, origin_detector=60.0)

@@ -18,7 +18,8 @@ through the ellipsoid has length
 $$ \ell_k = \frac{2\sqrt{\max\big(0,\ (q\cdot w)^2 - \|w\|^2(\|q\|^2 - 1)\big)}}{\|w\|^2} $$
 
 (voxel units), so `ellipsoid_projections` returns $\sum_k \text{value}_k\,\ell_k$ for every ray of a
-`ConeBeamGeometry` or `ConeBeamVecGeometry`, the exact line integrals that `project` approximates.
+`ConeBeamGeometry`, `HelicalConeBeamGeometry` or `ConeBeamVecGeometry`, the exact line integrals that
+`project` approximates.
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ from jaxtyping import Array, Float
 from jaxrecon.operators.cone_geometry import (
     ConeBeamGeometry,
     ConeBeamVecGeometry,
+    HelicalConeBeamGeometry,
     _check_ints,
 )
+
+_CONE = (ConeBeamGeometry, HelicalConeBeamGeometry, ConeBeamVecGeometry)
 
 __all__ = ["EllipsoidPhantom", "ellipsoid_projections", "rasterize_ellipsoids", "shepp_logan_ellipsoids"]
 
@@ -121,9 +125,12 @@ def rasterize_ellipsoids(phantom: EllipsoidPhantom, shape, supersample: int = 1)
 
 
 def ellipsoid_projections(
-    phantom: EllipsoidPhantom, geom: ConeBeamGeometry | ConeBeamVecGeometry, *, batch_size: int = 8
+    phantom: EllipsoidPhantom,
+    geom: ConeBeamGeometry | HelicalConeBeamGeometry | ConeBeamVecGeometry,
+    *,
+    batch_size: int = 8,
 ) -> Float[Array, "views rows cols"]:
-    r"""Exact line integrals (voxel units) of the phantom along every ray of a cone-beam geometry.
+    r"""Exact line integrals (voxel units) of the phantom along every ray of a cone-beam geometry (circular, helical, vector).
 
     Views run in chunks of `batch_size` (`lax.map`). Differentiable in the phantom and the geometry.
 
@@ -133,8 +140,10 @@ def ellipsoid_projections(
         >>> ellipsoid_projections(ball, g).shape
         (4, 16, 16)
     """
-    if not isinstance(geom, (ConeBeamGeometry, ConeBeamVecGeometry)):
-        raise TypeError(f"geom must be a ConeBeamGeometry or ConeBeamVecGeometry, got {type(geom).__name__}")
+    if not isinstance(geom, _CONE):
+        raise TypeError(
+            f"geom must be a ConeBeamGeometry, HelicalConeBeamGeometry or ConeBeamVecGeometry, got {type(geom).__name__}"
+        )
     nz, ny, nx = geom.shape
     rows, cols = geom.det_shape
     src, centre_d, u, v = geom._vectors()
