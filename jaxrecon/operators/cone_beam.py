@@ -1,4 +1,5 @@
-r"""Cone-beam projection (3D Joseph method along each ray) and its exact adjoint.
+r"""Cone-beam projection (3D Joseph method along each ray) and its exact adjoint, for circular
+(`ConeBeamGeometry`), helical (`HelicalConeBeamGeometry`) and free (`ConeBeamVecGeometry`) views.
 
 **Rays.** Pixel `(r, c)` of view $v$ is the line $S + t\,\rho$, $\rho = D - S + (c - \tfrac{C-1}{2})u
 + (r - \tfrac{R-1}{2})v$ (`cone_geometry.py`). Each ray steps over the voxel planes most perpendicular to

@@ -1,4 +1,4 @@
-r"""3D cone-beam geometries: a circular orbit with a flat detector, and the general per-view vector form.
+r"""3D cone-beam geometries: circular and helical orbits with a flat detector, and the general per-view vector form.
 
 **Coordinates** (ASTRA's 3D volume, as we read its documentation: rows along $y$, columns along $x$,
 slices along $z$, the volume centred on the origin, unit voxels). A volume has shape `(Z, Y, X)`;
@@ -34,13 +34,19 @@ is the 2D `FanBeamGeometry` orbit of the same angles: for odd `Z` and odd `rows`
 central detector row of `project(x, cone)` is `project(x[Z // 2, ::-1, :], fan)` (rows flipped: 2D $y$
 points up), to rounding (tested).
 
+**Helical orbit** (`HelicalConeBeamGeometry`, ASTRA `cone_vec`). The circular orbit's vectors with the
+source and the detector centre both moved along $z$ by the view's table position
+$z_v = z_\text{start} + \text{pitch}\,\beta_v/(2\pi)$ (or per-view `z_positions`); pitch 0 is the
+circular orbit, bit for bit (tested).
+
 **Validity.** Each ray is the full line through $S$ and $P_{rc}$; this is the ray from the source only
 if the line meets the volume's support (the box of half-sizes $(X+1)/2, (Y+1)/2, (Z+1)/2$: the voxels
 plus the trilinear interpolation margin) on the detector's side of the source. The constructors raise
 `ValueError` (naming the parameter and value) for non-positive distances or spacings, non-finite
 values, an empty angle list, or a source not clear of the support (circular orbit: `source_origin` must
 exceed $\sqrt{(X+1)^2 + (Y+1)^2}/2$; vector form: the whole box and the detector must lie ahead of the
-source in the direction of the volume's centre, a sufficient condition checked on corners only). A detector too small to
+source in the direction of the volume's centre, or of the $z$ axis (horizontally: a source far along $z$
+past a tall volume), a sufficient condition checked on corners only). A detector too small to
 see the whole volume (the projection of its box is not inside the detector) is legal
 (region-of-interest data) and gives a `UserWarning`. Checks run on concrete values; traced values are
 not checked.
