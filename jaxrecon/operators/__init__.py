@@ -1,7 +1,7 @@
-"""Forward models: geometries (parallel, fan and cone beam), X-ray transforms and their exact adjoints, FBP,
-convolution, Fourier, matrices, noise."""
+"""Forward models: geometries (2D parallel and fan beam; 3D parallel, cone and helical cone beam), X-ray
+transforms and their exact adjoints, FBP, convolution, Fourier, matrices, noise."""
 
-from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry
+from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry, HelicalConeBeamGeometry
 from .convolution import (
     CircularConvolution,
     circular_convolve,
@@ -15,6 +15,7 @@ from .geometry import ParallelBeamGeometry
 from .linear_operator import IdentityOperator, LinearOperator, dot_test, operator_norm
 from .matrix import MatrixOperator
 from .noise import gaussian_noise, poisson_noise
+from .parallel3d_geometry import Parallel3DGeometry, Parallel3DVecGeometry
 from .radon import RadonTransform, radon
 from .views import select_views
 from .xray import XRayTransform, backproject, project
@@ -25,9 +26,12 @@ __all__ = [
     "ConeBeamVecGeometry",
     "FanBeamGeometry",
     "FanBeamVecGeometry",
+    "HelicalConeBeamGeometry",
     "IdentityOperator",
     "LinearOperator",
     "MatrixOperator",
+    "Parallel3DGeometry",
+    "Parallel3DVecGeometry",
     "ParallelBeamGeometry",
     "RadonTransform",
     "SubsampledFourier",

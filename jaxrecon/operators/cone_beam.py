@@ -1,4 +1,5 @@
-r"""Cone-beam projection (3D Joseph method along each ray) and its exact adjoint.
+r"""Cone-beam projection (3D Joseph method along each ray) and its exact adjoint, for circular
+(`ConeBeamGeometry`), helical (`HelicalConeBeamGeometry`) and free (`ConeBeamVecGeometry`) views.
 
 **Rays.** Pixel `(r, c)` of view $v$ is the line $S + t\,\rho$, $\rho = D - S + (c - \tfrac{C-1}{2})u
 + (r - \tfrac{R-1}{2})v$ (`cone_geometry.py`). Each ray steps over the voxel planes most perpendicular to
@@ -36,7 +37,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry
+from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry, HelicalConeBeamGeometry
 
 __all__ = ["cone_backproject", "cone_project"]
 
@@ -50,17 +51,26 @@ def _check_batch_size(batch_size):
 
 def _view_projection(xp, src, centre, u, v, shape, det_shape):
     """One view: `(rows, cols)` Joseph line integrals through the padded flat volume `xp`."""
-    nz, ny, nx = shape
     rows, cols = det_shape
     dtype = xp.dtype
-    sizes = (nz, ny, nx)
-    padded = (nz + 2 * _PAD, ny + 2 * _PAD, nx + 2 * _PAD)
-    strides = (padded[1] * padded[2], padded[2], 1)
     # Vectors in (z, y, x) order to match the volume axes.
     src, centre, u, v = (jnp.asarray(w, dtype)[::-1] for w in (src, centre, u, v))
     tc = (jnp.arange(cols, dtype=dtype) - (cols - 1) / 2)[None, :, None]
     tr = (jnp.arange(rows, dtype=dtype) - (rows - 1) / 2)[:, None, None]
     ray = (centre - src) + tc * u + tr * v  # (R, C, 3)
+    return _joseph(xp, src, ray, shape, det_shape)
+
+
+def _joseph(xp, src, ray, shape, det_shape):
+    """Joseph line integrals `(rows, cols)` along the lines `src + t ray` through the padded flat volume `xp`.
+
+    `ray` `(R, C, 3)`, `src` `(3,)` (a common point: cone beam) or `(R, C, 3)` (one point per line:
+    parallel beam), both in (z, y, x) order and voxel units."""
+    nz, ny, nx = shape
+    dtype = xp.dtype
+    sizes = (nz, ny, nx)
+    padded = (nz + 2 * _PAD, ny + 2 * _PAD, nx + 2 * _PAD)
+    strides = (padded[1] * padded[2], padded[2], 1)
     mag = jnp.abs(ray)
     dom = jnp.argmax(mag, axis=-1)  # (R, C): 0 = z, 1 = y, 2 = x
     # The two other axes, in increasing order.
@@ -108,8 +118,11 @@ def _view_projection(xp, src, centre, u, v, shape, det_shape):
 
 
 def _prepare(geom):
-    if not isinstance(geom, (ConeBeamGeometry, ConeBeamVecGeometry)):
-        raise TypeError(f"geom must be a ConeBeamGeometry or ConeBeamVecGeometry, got {type(geom).__name__}")
+    if not isinstance(geom, (ConeBeamGeometry, ConeBeamVecGeometry, HelicalConeBeamGeometry)):
+        raise TypeError(
+            "geom must be a ConeBeamGeometry, HelicalConeBeamGeometry or ConeBeamVecGeometry, got "
+            f"{type(geom).__name__}"
+        )
     return geom._vectors()
 
 
@@ -139,7 +152,7 @@ def _backproject(y, vectors, shape, det_shape, batch_size):
 
 
 def cone_project(
-    x: Float[Array, "Z Y X"], geom: ConeBeamGeometry | ConeBeamVecGeometry, *, batch_size: int = 8
+    x: Float[Array, "Z Y X"], geom: ConeBeamGeometry | HelicalConeBeamGeometry | ConeBeamVecGeometry, *, batch_size: int = 8
 ) -> Float[Array, "views rows cols"]:
     r"""Cone-beam projections $Ax$ of a volume `(Z, Y, X)`: line integrals (voxel units), `(views, rows, cols)`.
 
@@ -159,7 +172,7 @@ def cone_project(
 
 
 def cone_backproject(
-    y: Float[Array, "views rows cols"], geom: ConeBeamGeometry | ConeBeamVecGeometry, *, batch_size: int = 8
+    y: Float[Array, "views rows cols"], geom: ConeBeamGeometry | HelicalConeBeamGeometry | ConeBeamVecGeometry, *, batch_size: int = 8
 ) -> Float[Array, "Z Y X"]:
     r"""The exact adjoint $A^\top y$ of `cone_project` (`jax.linear_transpose`; not an FDK reconstruction).
 

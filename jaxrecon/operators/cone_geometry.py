@@ -1,4 +1,4 @@
-r"""3D cone-beam geometries: a circular orbit with a flat detector, and the general per-view vector form.
+r"""3D cone-beam geometries: circular and helical orbits with a flat detector, and the general per-view vector form.
 
 **Coordinates** (ASTRA's 3D volume, as we read its documentation: rows along $y$, columns along $x$,
 slices along $z$, the volume centred on the origin, unit voxels). A volume has shape `(Z, Y, X)`;
@@ -34,13 +34,19 @@ is the 2D `FanBeamGeometry` orbit of the same angles: for odd `Z` and odd `rows`
 central detector row of `project(x, cone)` is `project(x[Z // 2, ::-1, :], fan)` (rows flipped: 2D $y$
 points up), to rounding (tested).
 
+**Helical orbit** (`HelicalConeBeamGeometry`, ASTRA `cone_vec`). The circular orbit's vectors with the
+source and the detector centre both moved along $z$ by the view's table position
+$z_v = z_\text{start} + \text{pitch}\,\beta_v/(2\pi)$ (or per-view `z_positions`); pitch 0 is the
+circular orbit, bit for bit (tested).
+
 **Validity.** Each ray is the full line through $S$ and $P_{rc}$; this is the ray from the source only
 if the line meets the volume's support (the box of half-sizes $(X+1)/2, (Y+1)/2, (Z+1)/2$: the voxels
 plus the trilinear interpolation margin) on the detector's side of the source. The constructors raise
 `ValueError` (naming the parameter and value) for non-positive distances or spacings, non-finite
 values, an empty angle list, or a source not clear of the support (circular orbit: `source_origin` must
 exceed $\sqrt{(X+1)^2 + (Y+1)^2}/2$; vector form: the whole box and the detector must lie ahead of the
-source in the direction of the volume's centre, a sufficient condition checked on corners only). A detector too small to
+source in the direction of the volume's centre, or of the $z$ axis (horizontally: a source far along $z$
+past a tall volume), a sufficient condition checked on corners only). A detector too small to
 see the whole volume (the projection of its box is not inside the detector) is legal
 (region-of-interest data) and gives a `UserWarning`. Checks run on concrete values; traced values are
 not checked.
@@ -52,6 +58,7 @@ import math
 import warnings
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -59,7 +66,7 @@ from jaxtyping import Array, Float
 from .fan_geometry import _user_stacklevel
 from .geometry import _check_angles, _is_concrete
 
-__all__ = ["ConeBeamGeometry", "ConeBeamVecGeometry"]
+__all__ = ["ConeBeamGeometry", "ConeBeamVecGeometry", "HelicalConeBeamGeometry"]
 
 
 def _check_ints(value, name, n) -> tuple[int, ...]:
@@ -102,8 +109,11 @@ def _pixel_centres(det_shape, centre, u, v):
             + tr[None, :, None, None] * v[:, None, None, :])
 
 
-def _check_views(shape, det_shape, src, centre, u, v, name):
-    """Raise for rays meeting the support behind the source; warn when the detector misses part of the box."""
+def _check_views(shape, det_shape, src, centre, u, v, name, warn_rows=True):
+    """Raise for rays meeting the support behind the source; warn when the detector misses part of the box.
+
+    `warn_rows=False` warns only when the box's transaxial extent misses the detector's columns (helical
+    orbits, where axial truncation is part of the design)."""
     for what, a in (("source", src), ("detector_centre", centre), ("detector_u", u), ("detector_v", v)):
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{name}: {what} must be finite, got non-finite values")
@@ -116,30 +126,40 @@ def _check_views(shape, det_shape, src, centre, u, v, name):
         )
     half = _support_half_sizes(shape)
     # Every ray must meet the support box only in front of the source. Sufficient, and cheap (corners
-    # only, not every pixel): with n the unit vector from the source towards the volume's centre, all
-    # 8 box corners and all 4 detector corner pixels lie strictly ahead of the source along n.
+    # only, not every pixel): for some unit vector n, all 8 box corners and all 4 detector corner pixels
+    # lie strictly ahead of the source along n (a plane through the source separates it from both).
+    # Candidates for n: towards the volume's centre, and towards the z axis (horizontally; this one
+    # certifies helical orbits whose source has moved far along z past a tall volume).
     corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float64)
     dist = np.linalg.norm(src, axis=1)
-    n = -src / np.maximum(dist, 1e-300)[:, None]
-    ahead = np.einsum("vkc,vc->vk", corners[None] * half - src[:, None, :], n).min(axis=1)
-    bad = np.flatnonzero(~(ahead > 0) | ~(dist > 0))
+    flat = src * np.array([1.0, 1.0, 0.0])
+    flat_dist = np.linalg.norm(flat, axis=1)
+    candidates = (-src / np.maximum(dist, 1e-300)[:, None], -flat / np.maximum(flat_dist, 1e-300)[:, None])
+    rows, cols = det_shape
+    det_corners = np.array([[-1, -1], [-1, 1], [1, -1], [1, 1]], np.float64)
+    pix = (centre[:, None, :] + det_corners[None, :, 1:2] * (cols - 1) / 2 * u[:, None, :]
+           + det_corners[None, :, 0:1] * (rows - 1) / 2 * v[:, None, :])
+    box_ok = np.zeros(len(src), bool)
+    both_ok = np.zeros(len(src), bool)
+    for n, valid in zip(candidates, (dist > 0, flat_dist > 0)):
+        box = valid & (np.einsum("vkc,vc->vk", corners[None] * half - src[:, None, :], n).min(axis=1) > 0)
+        det = np.einsum("vkc,vc->vk", pix - src[:, None, :], n).min(axis=1) > 0
+        box_ok |= box
+        both_ok |= box & det
+    bad = np.flatnonzero(~box_ok)
     if bad.size:
         view = int(bad[0])
         raise ValueError(
             f"{name}: the source must lie outside the volume's support (the box of half-sizes (x, y, z) = "
             f"{tuple(half.tolist())}, voxels plus the interpolation margin), with the whole box ahead of it "
-            f"towards the centre; view {view} has its source at {src[view].tolist()} (distance "
+            f"(towards the centre or the z axis); view {view} has its source at {src[view].tolist()} (distance "
             f"{dist[view]:.4g} from the centre)"
         )
-    rows, cols = det_shape
-    det_corners = np.array([[-1, -1], [-1, 1], [1, -1], [1, 1]], np.float64)
-    pix = (centre[:, None, :] + det_corners[None, :, 1:2] * (cols - 1) / 2 * u[:, None, :]
-           + det_corners[None, :, 0:1] * (rows - 1) / 2 * v[:, None, :])
-    bad = np.flatnonzero(~(np.einsum("vkc,vc->vk", pix - src[:, None, :], n).min(axis=1) > 0))
+    bad = np.flatnonzero(~both_ok)
     if bad.size:
         raise ValueError(
             f"{name}: the detector must face the volume: in view {int(bad[0])} some detector pixels are not "
-            "ahead of the source towards the volume's centre"
+            "ahead of the source on the volume's side"
         )
     # Truncation: project the 8 corners of the voxel box onto each detector plane.
     corners = corners * (half - 0.5)
@@ -153,15 +173,32 @@ def _check_views(shape, det_shape, src, centre, u, v, name):
     coords = np.linalg.solve(gram[:, None], rhs[..., None])[..., 0]  # (col, row) offsets in pixels
     limit = np.array([cols / 2, rows / 2])
     out = np.abs(coords) > limit * (1 + 1e-9)
+    if not warn_rows:
+        out[..., 1] = False
     if out.any():
         view = int(np.argwhere(out.any(axis=(1, 2)))[0][0])
         need = np.ceil(2 * np.abs(coords[view]).max(0)).astype(int)
+        what = (f"does not see the whole volume in view {view} (its box needs about {need[1]} x {need[0]} pixels "
+                "there)" if warn_rows else
+                f"does not see the whole volume across its columns in view {view} (its box needs about {need[0]} "
+                "columns there)")
         warnings.warn(
-            f"{name}: the detector ({rows} x {cols} pixels) does not see the whole volume in view {view} "
-            f"(its box needs about {need[1]} x {need[0]} pixels there): projections are truncated",
+            f"{name}: the detector ({rows} x {cols} pixels) {what}: projections are truncated",
             UserWarning,
             stacklevel=_user_stacklevel(),
         )
+
+
+def _circular_vectors(g):
+    """Source, detector centre, u, v `(V, 3)` of the circular orbit (module docstring) of a geometry's leaves."""
+    b = g.angles
+    s, c = jnp.sin(b), jnp.cos(b)
+    zero, one = jnp.zeros_like(b), jnp.ones_like(b)
+    u_hat = jnp.stack([c, s, zero], -1)
+    v_hat = jnp.stack([zero, zero, one], -1)
+    src = g.source_origin * jnp.stack([s, -c, zero], -1)
+    centre = g.origin_detector * jnp.stack([-s, c, zero], -1) + g.det_offset[1] * u_hat + g.det_offset[0] * v_hat
+    return src, centre, g.det_spacing[1] * u_hat, g.det_spacing[0] * v_hat
 
 
 class ConeBeamGeometry(eqx.Module):
@@ -236,15 +273,7 @@ class ConeBeamGeometry(eqx.Module):
         return (self.num_angles,) + self.det_shape
 
     def _vectors(self):
-        b = self.angles
-        s, c = jnp.sin(b), jnp.cos(b)
-        zero, one = jnp.zeros_like(b), jnp.ones_like(b)
-        u_hat = jnp.stack([c, s, zero], -1)
-        v_hat = jnp.stack([zero, zero, one], -1)
-        src = self.source_origin * jnp.stack([s, -c, zero], -1)
-        centre = (self.origin_detector * jnp.stack([-s, c, zero], -1)
-                  + self.det_offset[1] * u_hat + self.det_offset[0] * v_hat)
-        return src, centre, self.det_spacing[1] * u_hat, self.det_spacing[0] * v_hat
+        return _circular_vectors(self)
 
     def vectors(self) -> Float[Array, "angles 12"]:
         """ASTRA `cone_vec` rows `(srcX, srcY, srcZ, dX, dY, dZ, uX, uY, uZ, vX, vY, vZ)`, shape `(V, 12)`."""
@@ -332,3 +361,163 @@ class ConeBeamVecGeometry(eqx.Module):
 
     def to_vec(self) -> ConeBeamVecGeometry:
         return self
+
+
+def _axial_coverage_gaps(z_lo, z_hi, extent):
+    """Parts of `[-extent, extent]` outside the union of the intervals `[z_lo[v], z_hi[v]]` (a list of pairs)."""
+    order = np.argsort(z_lo)
+    gaps, reach = [], -extent
+    for lo, hi in zip(z_lo[order], z_hi[order]):
+        if lo > reach:
+            gaps.append((reach, min(lo, extent)))
+        reach = max(reach, hi)
+        if reach >= extent:
+            break
+    if reach < extent:
+        gaps.append((reach, extent))
+    return [(a, b) for a, b in gaps if b > a]
+
+
+class HelicalConeBeamGeometry(eqx.Module):
+    r"""3D cone beam on a helical orbit: the circular `ConeBeamGeometry` plus a per-view shift along $z$.
+
+    View $v$ at angle $\beta_v$ has the circular orbit's vectors (module docstring) with the source and
+    the detector centre both moved by $z_v$ along $z$ (the table feed; the object moves by $-z_v$):
+
+    $$ S_v = R_{so}(\sin\beta_v, -\cos\beta_v, 0) + z_v\hat e_z, \quad
+       D_v = R_{od}(-\sin\beta_v, \cos\beta_v, 0) + o_c\hat u + o_r\hat v + z_v\hat e_z, $$
+
+    $u$, $v$ unchanged. Give either `pitch` (the $z$ travel per turn, voxel units; any finite value: zero
+    is the circular orbit, negative a descending helix), with $z_v = z_\text{start} + \text{pitch}\,\beta_v/(2\pi)$,
+    or `z_positions` `(V,)` directly (e.g. measured table positions). The vectors are ASTRA `cone_vec`
+    rows (`vectors()`, `to_vec()`); ASTRA has no helical `cone` type.
+
+    Leaves (traceable, vmappable, differentiable): `angles`, `source_origin`, `origin_detector`,
+    `det_spacing` `(2,)`, `det_offset` `(2,)` (row, col), `z_positions` `(V,)`; `pitch` and `z_start` are
+    only constructor arguments (differentiate through the constructor). Static: `shape = (Z, Y, X)`,
+    `det_shape = (rows, cols)`. Angles may span several turns (no degrees warning).
+
+    **Validity.** As `ConeBeamGeometry` (positive distances and spacings, finite values, the source
+    outside the cylinder holding the volume in every view: `ValueError` naming the parameter). A detector
+    whose columns miss part of the volume's transaxial extent warns (`UserWarning`), as the circular orbit
+    does; its rows seeing only a slab of the volume in a view is legal and silent (helical data is axially
+    truncated by design). A `UserWarning` also flags parts of the volume's $z$ range that no view sees on
+    the rotation axis (where the detector's rows, scaled to the axis by $R_{so}/(R_{so} + R_{od})$, cover
+    $z_v + [o_r - R\Delta_r/2, o_r + R\Delta_r/2]\,R_{so}/(R_{so}+R_{od})$).
+
+    Why a class of its own rather than a `pitch` option on `ConeBeamGeometry` (ODL's choice): the
+    circular class is ASTRA's `cone` and the orbit that analytic methods for circular data (FDK, the
+    central-slice fan-beam identity) need; with a separate type they can dispatch, or refuse a helix,
+    statically, even under `jit`, where a traced pitch could not be inspected.
+
+    Example:
+        >>> g = HelicalConeBeamGeometry.uniform((16, 8, 8), 24, (8, 20), 30.0, 15.0, pitch=4.0, turns=3.0)
+        >>> g.sinogram_shape, g.vectors().shape
+        ((24, 8, 20), (24, 12))
+    """
+
+    angles: Float[Array, " angles"]
+    source_origin: Float[Array, ""]
+    origin_detector: Float[Array, ""]
+    det_spacing: Float[Array, 2]
+    det_offset: Float[Array, 2]
+    z_positions: Float[Array, " angles"]
+    shape: tuple[int, int, int] = eqx.field(static=True)
+    det_shape: tuple[int, int] = eqx.field(static=True)
+
+    def __init__(self, shape, angles, det_shape, source_origin, origin_detector, pitch=None, det_spacing=(1.0, 1.0),
+                 det_offset=(0.0, 0.0), *, z_start=0.0, z_positions=None):
+        shape = _check_ints(shape, "shape", 3)
+        det_shape = _check_ints(det_shape, "det_shape", 2)
+        angles = _check_angles(angles, warn_degrees=False)
+        dtype = angles.dtype
+        self.angles = angles
+        self.source_origin = _check_leaf(source_origin, "source_origin", (), True, dtype)
+        self.origin_detector = _check_leaf(origin_detector, "origin_detector", (), True, dtype)
+        self.det_spacing = _check_leaf(det_spacing, "det_spacing", (2,), True, dtype)
+        self.det_offset = _check_leaf(det_offset, "det_offset", (2,), False, dtype)
+        if (pitch is None) == (z_positions is None):
+            raise ValueError("give exactly one of pitch (z travel per turn) and z_positions (one z per view)")
+        if pitch is not None:
+            pitch = _check_leaf(pitch, "pitch", (), False, dtype)
+            z_start = _check_leaf(z_start, "z_start", (), False, dtype)
+            z_positions = z_start + pitch * angles / (2 * jnp.pi)
+        self.z_positions = _check_leaf(z_positions, "z_positions", angles.shape, False, dtype)
+        self.shape = shape
+        self.det_shape = det_shape
+        rho = math.hypot(shape[2] + 1, shape[1] + 1) / 2
+        if _is_concrete(self.source_origin) and not float(self.source_origin) > rho:
+            raise ValueError(
+                f"source_origin must exceed {rho:.4g}, the radius sqrt((X+1)^2+(Y+1)^2)/2 of the cylinder holding "
+                f"the {shape} volume (plus the half-voxel interpolation margin); got {float(self.source_origin)}"
+            )
+        if all(_is_concrete(a) for a in jax.tree_util.tree_leaves(self)):
+            src, centre, u, v = (np.asarray(a, np.float64) for a in self._vectors())
+            _check_views(shape, det_shape, src, centre, u, v, "HelicalConeBeamGeometry", warn_rows=False)
+            self._warn_axial_gaps()
+
+    def _warn_axial_gaps(self):
+        r_so, r_od = float(self.source_origin), float(self.origin_detector)
+        scale = r_so / (r_so + r_od)
+        o_r, d_r = float(self.det_offset[0]), float(self.det_spacing[0])
+        z = np.asarray(self.z_positions, np.float64)
+        half_height = self.det_shape[0] * d_r / 2
+        gaps = _axial_coverage_gaps(z + (o_r - half_height) * scale, z + (o_r + half_height) * scale,
+                                    self.shape[0] / 2)
+        if gaps:
+            text = ", ".join(f"[{a:.4g}, {b:.4g}]" for a, b in gaps[:3]) + (" ..." if len(gaps) > 3 else "")
+            warnings.warn(
+                f"HelicalConeBeamGeometry: no view sees z in {text} on the rotation axis (the volume spans "
+                f"z in [{-self.shape[0] / 2:.4g}, {self.shape[0] / 2:.4g}]; views cover z_positions + "
+                f"[{(o_r - half_height) * scale:.4g}, {(o_r + half_height) * scale:.4g}] there): more turns, a "
+                "smaller pitch or a taller detector would measure it",
+                UserWarning,
+                stacklevel=_user_stacklevel(),
+            )
+
+    @classmethod
+    def uniform(cls, shape, num_angles: int, det_shape, source_origin, origin_detector, pitch, turns=1.0,
+                det_spacing=(1.0, 1.0), det_offset=(0.0, 0.0), z_start=None, dtype=None) -> HelicalConeBeamGeometry:
+        r"""`num_angles` equally spaced angles over `turns` turns, $\beta_k = 2\pi\,\text{turns}\,k/\text{num\_angles}$.
+
+        `z_start=None` centres the helix on the volume: $z_0 + z_{V-1} = 0$.
+
+        Example:
+            >>> float(HelicalConeBeamGeometry.uniform((8, 8, 8), 8, (16, 16), 30.0, 10.0, pitch=4.0).z_positions[0])
+            -1.75
+        """
+        if isinstance(num_angles, bool) or not isinstance(num_angles, (int, np.integer)) or num_angles <= 0:
+            raise ValueError(f"num_angles must be a positive int, got {num_angles!r}")
+        if isinstance(turns, (int, float, np.number)) and not (math.isfinite(turns) and turns > 0):
+            raise ValueError(f"turns must be positive and finite, got {turns!r}")
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        angles = jnp.arange(num_angles, dtype=dtype) * (2 * jnp.pi * jnp.asarray(turns, dtype) / num_angles)
+        if z_start is None:
+            z_start = -jnp.asarray(pitch, dtype) * angles[-1] / (4 * jnp.pi)
+        return cls(shape, angles, det_shape, source_origin, origin_detector, pitch, det_spacing, det_offset,
+                   z_start=z_start)
+
+    @property
+    def num_angles(self) -> int:
+        return self.angles.shape[-1]
+
+    @property
+    def sinogram_shape(self) -> tuple[int, int, int]:
+        """Projection shape `(views, rows, cols)`."""
+        return (self.num_angles,) + self.det_shape
+
+    def _vectors(self):
+        src, centre, u, v = _circular_vectors(self)
+        lift = jnp.stack([jnp.zeros_like(self.z_positions)] * 2 + [self.z_positions], -1)
+        return src + lift, centre + lift, u, v
+
+    def vectors(self) -> Float[Array, "angles 12"]:
+        """ASTRA `cone_vec` rows `(srcX, srcY, srcZ, dX, dY, dZ, uX, uY, uZ, vX, vY, vZ)`, shape `(V, 12)`."""
+        return jnp.concatenate(self._vectors(), axis=-1)
+
+    def to_vec(self) -> ConeBeamVecGeometry:
+        """The same views as a `ConeBeamVecGeometry` (projections agree to rounding; its warning about views
+        that see only a slab of the volume is silenced, since that is what a helix does)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*does not see the whole volume", category=UserWarning)
+            return ConeBeamVecGeometry(self.shape, *self._vectors(), self.det_shape)

@@ -18,8 +18,9 @@ def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def _check_angles(angles, dtype=None) -> Array:
-    """Angles as a non-empty 1-D float array (radians); a warning when they look like degrees."""
+def _check_angles(angles, dtype=None, warn_degrees=True) -> Array:
+    """Angles as a non-empty 1-D float array (radians); a warning when they look like degrees (more than one
+    turn; `warn_degrees=False` for orbits that span several turns, e.g. helical)."""
     if isinstance(angles, (str, bytes)) or (
         hasattr(angles, "dtype") and not jnp.issubdtype(angles.dtype, jnp.number)
     ):
@@ -42,7 +43,7 @@ def _check_angles(angles, dtype=None) -> Array:
         if not np.all(np.isfinite(a)):
             raise ValueError("angles must be finite, got non-finite values")
         span = float(np.max(np.abs(a)))
-        if span > 2 * np.pi + 1e-3:
+        if warn_degrees and span > 2 * np.pi + 1e-3:
             warnings.warn(
                 f"angles are in radians, but the largest |angle| is {span:.4g} (more than one turn, "
                 f"{2 * np.pi:.4f}): they look like degrees; pass np.deg2rad(angles). (Several turns in "

@@ -6,11 +6,13 @@ The functions dispatch on the geometry's type:
 | --- | --- | --- |
 | `ParallelBeamGeometry` | `radon` | the parallel-beam adjoint (`radon.py`) |
 | `FanBeamGeometry` (flat or curved detector), `FanBeamVecGeometry` | `fan_project` | `fan_backproject` |
-| `ConeBeamGeometry` (circular orbit, flat detector), `ConeBeamVecGeometry` (3D) | `cone_project` | `cone_backproject` |
+| `ConeBeamGeometry` (circular orbit, flat detector), `HelicalConeBeamGeometry`, `ConeBeamVecGeometry` (3D) | `cone_project` | `cone_backproject` |
+| `Parallel3DGeometry` (a stack of `radon`s), `Parallel3DVecGeometry` (3D Joseph) | `parallel3d_project` | `parallel3d_backproject` |
 
 All are line integrals in pixel (voxel) units with Joseph's linear (bilinear in 3D) interpolation,
 jittable, vmappable over images and geometries and differentiable in both; `backproject` is the exact
-transpose of `project`. `unroll` applies to the 2D geometries, `batch_size` (views per chunk) to cone beam.
+transpose of `project`. `unroll` applies to the 2D geometries and `Parallel3DGeometry`, `batch_size`
+(views per chunk) to cone beam and `Parallel3DVecGeometry`.
 """
 
 from __future__ import annotations
@@ -19,25 +21,30 @@ import equinox as eqx
 from jaxtyping import Array, Float
 
 from .cone_beam import cone_backproject, cone_project
-from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry
+from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry, HelicalConeBeamGeometry
 from .fan_beam import fan_backproject, fan_project
 from .fan_geometry import FanBeamGeometry, FanBeamVecGeometry
 from .geometry import ParallelBeamGeometry
 from .linear_operator import LinearOperator
+from .parallel3d import parallel3d_backproject, parallel3d_project
+from .parallel3d_geometry import Parallel3DGeometry, Parallel3DVecGeometry
 from .radon import backproject as _parallel_backproject
 from .radon import radon
 
 __all__ = ["Geometry", "XRayTransform", "backproject", "project"]
 
-Geometry = ParallelBeamGeometry | FanBeamGeometry | FanBeamVecGeometry | ConeBeamGeometry | ConeBeamVecGeometry
-_GEOMETRIES = (ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry, ConeBeamGeometry, ConeBeamVecGeometry)
-_CONE = (ConeBeamGeometry, ConeBeamVecGeometry)
+Geometry = (ParallelBeamGeometry | FanBeamGeometry | FanBeamVecGeometry | ConeBeamGeometry | HelicalConeBeamGeometry
+            | ConeBeamVecGeometry | Parallel3DGeometry | Parallel3DVecGeometry)
+_CONE = (ConeBeamGeometry, HelicalConeBeamGeometry, ConeBeamVecGeometry)
+_PARALLEL3D = (Parallel3DGeometry, Parallel3DVecGeometry)
+_GEOMETRIES = (ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry) + _CONE + _PARALLEL3D
 
 
 def _unsupported(geom):
     return TypeError(
-        "geom must be a ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry, ConeBeamGeometry or "
-        f"ConeBeamVecGeometry, got {type(geom).__name__}"
+        "geom must be a ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry, ConeBeamGeometry, "
+        "HelicalConeBeamGeometry, ConeBeamVecGeometry, Parallel3DGeometry or Parallel3DVecGeometry, got "
+        f"{type(geom).__name__}"
     )
 
 
@@ -57,8 +64,10 @@ def project(x: Float[Array, "H W"], geom: Geometry, *, unroll: int | None = None
     r"""Projections $Ax$ of an image `(H, W)` for any geometry: a sinogram `(num_angles, num_detectors)`.
 
     `ParallelBeamGeometry` runs `radon`; fan-beam geometries run `fan_project`; cone-beam geometries
-    run `cone_project` on a volume `(Z, Y, X)`, giving `(views, rows, cols)`. `unroll` (static, 2D) and
-    `batch_size` (static, cone beam: views per chunk, default 8) change speed and memory, not results.
+    (circular, helical, vector) run `cone_project` and 3D parallel geometries `parallel3d_project`, on a
+    volume `(Z, Y, X)`, giving `(views, rows, cols)`. `unroll` (static; 2D and `Parallel3DGeometry`) and
+    `batch_size` (static; cone beam and `Parallel3DVecGeometry`: views per chunk, default 8) change speed
+    and memory, not results.
 
     Example:
         >>> geom = FanBeamGeometry.uniform((64, 64), 60, source_origin=100.0, origin_detector=60.0)
@@ -67,6 +76,8 @@ def project(x: Float[Array, "H W"], geom: Geometry, *, unroll: int | None = None
     """
     if isinstance(geom, _CONE):
         return cone_project(x, geom, **_cone_options(unroll, batch_size))
+    if isinstance(geom, _PARALLEL3D):
+        return parallel3d_project(x, geom, unroll=unroll, batch_size=batch_size)
     if isinstance(geom, ParallelBeamGeometry):
         _planar_options(batch_size)
         return radon(x, geom, unroll=unroll)
@@ -87,6 +98,8 @@ def backproject(y: Float[Array, "angles detectors"], geom: Geometry, *, unroll: 
     """
     if isinstance(geom, _CONE):
         return cone_backproject(y, geom, **_cone_options(unroll, batch_size))
+    if isinstance(geom, _PARALLEL3D):
+        return parallel3d_backproject(y, geom, unroll=unroll, batch_size=batch_size)
     if isinstance(geom, ParallelBeamGeometry):
         _planar_options(batch_size)
         return _parallel_backproject(y, geom, unroll=unroll)

@@ -1,5 +1,5 @@
 """Phantoms: ellipse phantoms (modified Shepp-Logan, random ellipses) and their exact sinograms; ellipsoid
-phantoms and their exact cone-beam projections."""
+phantoms and their exact cone-beam and 3D parallel-beam projections."""
 
 from .ellipses import (
     EllipsePhantom,

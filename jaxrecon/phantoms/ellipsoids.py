@@ -1,4 +1,4 @@
-r"""Ellipsoid phantoms: a pytree of ellipsoids, rasterisation and exact cone-beam projections.
+r"""Ellipsoid phantoms: a pytree of ellipsoids, rasterisation and exact cone-beam and 3D parallel-beam projections.
 
 Coordinates (contract, the 3D analogue of `ellipses.py`). A volume has shape `(Z, Y, X)`; voxel
 `(k, i, j)` has its centre at $x = j - \tfrac{X-1}{2}$, $y = i - \tfrac{Y-1}{2}$, $z = k - \tfrac{Z-1}{2}$
@@ -18,7 +18,10 @@ through the ellipsoid has length
 $$ \ell_k = \frac{2\sqrt{\max\big(0,\ (q\cdot w)^2 - \|w\|^2(\|q\|^2 - 1)\big)}}{\|w\|^2} $$
 
 (voxel units), so `ellipsoid_projections` returns $\sum_k \text{value}_k\,\ell_k$ for every ray of a
-`ConeBeamGeometry` or `ConeBeamVecGeometry`, the exact line integrals that `project` approximates.
+`ConeBeamGeometry`, `HelicalConeBeamGeometry` or `ConeBeamVecGeometry` (from the source $S$ towards the
+pixel), and of a `Parallel3DGeometry` or `Parallel3DVecGeometry` (the line through the pixel centre
+$P_{rc}$ along the ray direction $d$: the same formula with $S = P_{rc}$, $\hat r = d/\|d\|$): the exact
+line integrals that `project` approximates.
 """
 
 from __future__ import annotations
@@ -32,8 +35,13 @@ from jaxtyping import Array, Float
 from jaxrecon.operators.cone_geometry import (
     ConeBeamGeometry,
     ConeBeamVecGeometry,
+    HelicalConeBeamGeometry,
     _check_ints,
 )
+from jaxrecon.operators.parallel3d_geometry import Parallel3DGeometry, Parallel3DVecGeometry
+
+_CONE = (ConeBeamGeometry, HelicalConeBeamGeometry, ConeBeamVecGeometry)
+_PARALLEL = (Parallel3DGeometry, Parallel3DVecGeometry)
 
 __all__ = ["EllipsoidPhantom", "ellipsoid_projections", "rasterize_ellipsoids", "shepp_logan_ellipsoids"]
 
@@ -121,9 +129,12 @@ def rasterize_ellipsoids(phantom: EllipsoidPhantom, shape, supersample: int = 1)
 
 
 def ellipsoid_projections(
-    phantom: EllipsoidPhantom, geom: ConeBeamGeometry | ConeBeamVecGeometry, *, batch_size: int = 8
+    phantom: EllipsoidPhantom,
+    geom: ConeBeamGeometry | HelicalConeBeamGeometry | ConeBeamVecGeometry | Parallel3DGeometry | Parallel3DVecGeometry,
+    *,
+    batch_size: int = 8,
 ) -> Float[Array, "views rows cols"]:
-    r"""Exact line integrals (voxel units) of the phantom along every ray of a cone-beam geometry.
+    r"""Exact line integrals (voxel units) of the phantom along every ray of a 3D geometry (cone, helical, parallel).
 
     Views run in chunks of `batch_size` (`lax.map`). Differentiable in the phantom and the geometry.
 
@@ -133,8 +144,12 @@ def ellipsoid_projections(
         >>> ellipsoid_projections(ball, g).shape
         (4, 16, 16)
     """
-    if not isinstance(geom, (ConeBeamGeometry, ConeBeamVecGeometry)):
-        raise TypeError(f"geom must be a ConeBeamGeometry or ConeBeamVecGeometry, got {type(geom).__name__}")
+    if not isinstance(geom, _CONE + _PARALLEL):
+        raise TypeError(
+            "geom must be a ConeBeamGeometry, HelicalConeBeamGeometry, ConeBeamVecGeometry, Parallel3DGeometry or "
+            f"Parallel3DVecGeometry, got {type(geom).__name__}"
+        )
+    parallel = isinstance(geom, _PARALLEL)
     nz, ny, nx = geom.shape
     rows, cols = geom.det_shape
     src, centre_d, u, v = geom._vectors()
@@ -145,10 +160,15 @@ def ellipsoid_projections(
     tr = (jnp.arange(rows, dtype=dtype) - (rows - 1) / 2)[:, None, None]
 
     def view(w):
-        s, d, uu, vv = w
-        r = d - s + tc * uu + tr * vv  # (R, C, 3)
-        r = r / jnp.linalg.norm(r, axis=-1, keepdims=True)
-        q = jnp.einsum("kab,kb->ka", m, s - centre)  # (n, 3)
+        s, d, uu, vv = w  # parallel beam: s is the ray direction
+        pix = d + tc * uu + tr * vv  # (R, C, 3)
+        if parallel:
+            r = jnp.broadcast_to(s / jnp.linalg.norm(s), pix.shape)
+            q = jnp.einsum("kab,rckb->rcka", m, pix[:, :, None, :] - centre)  # (R, C, n, 3)
+        else:
+            r = pix - s
+            r = r / jnp.linalg.norm(r, axis=-1, keepdims=True)
+            q = jnp.einsum("kab,kb->ka", m, s - centre)  # (n, 3)
         w_ = jnp.einsum("kab,rcb->rcka", m, r)  # (R, C, n, 3)
         qw = jnp.sum(q * w_, -1)
         ww = jnp.sum(w_ * w_, -1)

@@ -363,7 +363,8 @@ def test_operator_shapes_and_errors():
         backproject(jnp.ones((7, 3)), geom)
     with pytest.raises(TypeError, match="floating-point"):
         project(jnp.ones((30, 20), jnp.int32), geom)
-    with pytest.raises(TypeError, match="ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry, ConeBeamGeometry or ConeBeamVecGeometry, got tuple"):
+    with pytest.raises(TypeError, match="ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry, ConeBeamGeometry, "
+                       "HelicalConeBeamGeometry, ConeBeamVecGeometry, Parallel3DGeometry or Parallel3DVecGeometry, got tuple"):
         project(jnp.ones((30, 20)), (30, 20))
     with pytest.raises(TypeError, match="got tuple"):
         backproject(jnp.ones((7, 3)), (30, 20))
