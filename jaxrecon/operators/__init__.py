@@ -16,6 +16,7 @@ from .linear_operator import IdentityOperator, LinearOperator, dot_test, operato
 from .matrix import MatrixOperator
 from .noise import gaussian_noise, poisson_noise
 from .radon import RadonTransform, radon
+from .sharding import SLABS_AXIS, VIEWS_AXIS, projection_mesh, sharded_backproject, sharded_project
 from .views import select_views
 from .xray import XRayTransform, backproject, project
 
@@ -30,7 +31,9 @@ __all__ = [
     "MatrixOperator",
     "ParallelBeamGeometry",
     "RadonTransform",
+    "SLABS_AXIS",
     "SubsampledFourier",
+    "VIEWS_AXIS",
     "XRayTransform",
     "backproject",
     "cartesian_mask",
@@ -44,7 +47,10 @@ __all__ = [
     "operator_norm",
     "poisson_noise",
     "project",
+    "projection_mesh",
     "radial_mask",
     "radon",
     "select_views",
+    "sharded_backproject",
+    "sharded_project",
 ]
