@@ -122,7 +122,7 @@ def _prepared(geom, views: int, slabs: int):
                 f"sharded projections expect one geometry, got {name} of shape {a.shape} (a batch of geometries?)"
             )
     if pad:
-        grow = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])  # noqa: E731
+        grow = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
         geom = eqx.tree_at(lambda g: [getattr(g, f) for f in fields], geom, [grow(getattr(geom, f)) for f in fields])
     with_paths, treedef = jax.tree_util.tree_flatten_with_path(geom)
     spec = PartitionSpec(VIEWS_AXIS) if views > 1 else PartitionSpec()

@@ -237,7 +237,10 @@ def fit(
             fresh `optimizer.init` serve as templates).
         progress: show a tqdm progress bar on stderr (loss, last validation PSNR).
         mesh: a `data_parallel_mesh()`: parameters and optimizer state are replicated over it and
-            each batch is split along its leading axis (`shard_batch`); the step is the same.
+            each batch is split along its leading axis (`shard_batch`); the step is the same. With
+            several processes (`initialize_distributed`) `batch_fn(k)` gives this process's rows of
+            batch `k` (`process_rows`, `local_part`); process 0 writes the checkpoints, which all
+            processes must see (a shared filesystem), and a `time_limit` stops all at process 0's step.
         time_limit: stop after the first step that ends this many wall-clock seconds after the call
             began (compilation included), checkpointing there (with `checkpoint_dir`): a long run
             in bounded sessions. Calling `fit` again with the same arguments resumes it exactly;

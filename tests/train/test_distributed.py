@@ -19,7 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrecon.train.distributed import agree, initialize_distributed, is_main_process, local_part, process_rows
+from jaxrecon.train.distributed import (
+    agree,
+    initialize_distributed,
+    is_main_process,
+    local_part,
+    process_rows,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,11 +105,14 @@ WORKER = textwrap.dedent(
         ckpt = workdir + "/ckpt"
         fit(model, loss_fn, mine, opt, 3, mesh=mesh, progress=False, checkpoint_dir=ckpt, config={"run": 1})
         resumed = fit(model, loss_fn, mine, opt, 5, mesh=mesh, progress=False, checkpoint_dir=ckpt, config={"run": 1})
+        # process 0 runs out of time after its first step, process 1 never would: both stop there together
+        stopped = fit(model, loss_fn, mine, opt, 5, mesh=mesh, progress=False, time_limit=1e-9 if pid == 0 else 1e9)
         w = lambda m: np.asarray(m.conv.weight.addressable_data(0)).ravel().tolist()
         out["fit"] = {"loss_two": two.history["loss"], "loss_one": one.history["loss"],
                       "val_two": two.history["val_mse"], "val_one": one.history["val_mse"],
                       "w_two": w(two.model), "w_one": np.asarray(one.model.conv.weight).ravel().tolist(),
                       "w_resumed": w(resumed.model), "resumed_steps": resumed.history["step"],
+                      "stopped_steps": stopped.history["step"],
                       "w_devices": len(two.model.conv.weight.sharding.device_set)}
         placed = shard_batch(mine(0), mesh).y  # the global (4, 6, 12) batch: one sample per device
         out["fit"]["batch"] = [list(placed.shape), len(placed.sharding.device_set),
@@ -177,6 +186,7 @@ def test_sharded_projection_and_data_parallel_training_across_two_processes(tmp_
         assert f["w_devices"] == 4 and f["batch"] == [[4, 6, 12], 4, [[1, 6, 12], [1, 6, 12]]]
         # 3 steps, checkpoint (process 0 writes), resume to 5: bitwise the uninterrupted two-process run
         assert f["resumed_steps"] == [0, 1, 2, 3, 4] and f["w_resumed"] == f["w_two"]
+        assert f["stopped_steps"] == [0]  # a time limit stops every process at process 0's step
     # identical parameters on both processes
     assert results[0]["fit"]["w_two"] == results[1]["fit"]["w_two"]
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["latest", "step_00000003", "step_00000005"]
