@@ -7,6 +7,7 @@ Usage::
     jaxrecon train --model lpd --preset quick [--data lodopab:FOLDER] [--output runs/lpd] [--steps N] [--seed 0]
                    [--loss supervised|noise2inverse|ei|sure] [--loss-option KEY=VALUE ...]
     jaxrecon train --model dncnn --preset quick [--output runs/dncnn_quick] [--steps N]
+    jaxrecon train ... [--distributed] [--coordinator-address HOST:PORT --num-processes P --process-id I]
     jaxrecon evaluate CHECKPOINT [--data lodopab:FOLDER] [--samples 16] [--json FILE]
     jaxrecon reconstruct SCAN.h5 [--method fbp|tv|cgls|lpd] [--output rec.h5] [--centre auto] [--rings]
     python -m jaxrecon demo ...
@@ -97,6 +98,14 @@ def _loss_option(text: str) -> tuple[str, Any]:
     except ValueError:
         parsed = value
     return key.strip(), parsed
+
+
+def _address(text: str) -> str:
+    """`HOST:PORT` (the coordinator of `jax.distributed`)."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 10.0.0.1:1234), got {text!r}")
+    return text
 
 
 def _positive_float(text: str) -> float:
@@ -414,6 +423,19 @@ def _add_train(subparsers) -> None:
                    help="an option of the loss (repeatable; JSON values), e.g. num_splits=3, domain=image, alpha=0.5")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    d = p.add_argument_group(
+        "several processes (jax.distributed)",
+        "Run the same command in every process (one per host or GPU): each trains on its share of every batch "
+        "(data parallel over the devices of all processes, gradients all-reduced; the same run as one process up "
+        "to rounding), process 0 writes the checkpoints and the log. --output must be on a filesystem all "
+        "processes share. Give the three addresses, or --distributed to detect them from SLURM or Open MPI.",
+    )
+    d.add_argument("--distributed", action="store_true",
+                   help="start jax.distributed; options not given are detected from the cluster (SLURM, Open MPI)")
+    d.add_argument("--coordinator-address", type=_address, default=None, metavar="HOST:PORT",
+                   help="process 0's host and a free port")
+    d.add_argument("--num-processes", type=_int_at_least(1), default=None, help="the number of processes")
+    d.add_argument("--process-id", type=_int_at_least(0), default=None, help="this process's index, 0 ... P-1")
     p.set_defaults(func=_run_train, parser=p)
 
 
@@ -468,13 +490,38 @@ def _train_config(args: argparse.Namespace) -> tuple[dict, Path]:
     return config, args.output or Path("runs") / f"{args.model}_{preset}{loss}{suffix}"
 
 
+def _distributed(args: argparse.Namespace) -> dict | None:
+    """`jax.distributed.initialize` arguments of the train options, or None for one process."""
+    given = {"coordinator_address": args.coordinator_address, "num_processes": args.num_processes,
+             "process_id": args.process_id}
+    if not args.distributed and all(v is None for v in given.values()):
+        return None
+    if not args.distributed and any(v is None for v in given.values()):
+        raise _UsageError("argument --coordinator-address: give --coordinator-address, --num-processes and "
+                          "--process-id together, or --distributed to detect the missing ones from SLURM or Open MPI")
+    if args.num_processes is not None and args.process_id is not None and args.process_id >= args.num_processes:
+        raise _UsageError(f"argument --process-id: must be below --num-processes {args.num_processes}, "
+                          f"got {args.process_id}")
+    return given
+
+
 def _run_train(args: argparse.Namespace) -> int:
     if args.output is not None and args.output.exists() and not args.output.is_dir():
         raise _UsageError(f"argument --output: {str(args.output)!r} exists and is not a directory")
+    _distributed(args)  # usage errors before anything starts
     return _one_line_errors("train", _train)(args)
 
 
 def _train(args: argparse.Namespace) -> int:
+    mesh, main = None, True
+    cluster = _distributed(args)
+    if cluster is not None:  # before any JAX computation
+        from jaxrecon.train.distributed import initialize_distributed, is_main_process
+        from jaxrecon.train.sharding import data_parallel_mesh
+
+        initialize_distributed(**cluster)
+        mesh, main = data_parallel_mesh(), is_main_process()
+    say = print if main else (lambda *a, **k: None)  # process 0 speaks for all
     config, output = _train_config(args)
     if args.model in _DENOISERS:
         from jaxrecon.train.denoiser import train_denoiser as train
@@ -493,17 +540,17 @@ def _train(args: argparse.Namespace) -> int:
 
     done = _finished_run(output, config)
     if done is not None:
-        print(f"already trained: {done}; nothing to do (evaluate it with `jaxrecon evaluate {output}`, "
-              "or pass --steps N for more steps)")
+        say(f"already trained: {done}; nothing to do (evaluate it with `jaxrecon evaluate {output}`, "
+            "or pass --steps N for more steps)")
         return 0
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         result = train(config, output, progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
-                       time_limit=None if args.minutes is None else 60 * args.minutes)
+                       time_limit=None if args.minutes is None else 60 * args.minutes, mesh=mesh)
     except KeyboardInterrupt:
         ckpt = latest_checkpoint(output) if output.is_dir() else None
         where = f"checkpoint {ckpt}" if ckpt is not None else "no checkpoint (nothing was trained yet)"
-        print(f"interrupted: {where}; run the same command again to resume", file=sys.stderr)
+        say(f"interrupted: {where}; run the same command again to resume", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -512,13 +559,13 @@ def _train(args: argparse.Namespace) -> int:
     done, total = h["step"][-1] + 1 if h["step"] else 0, config["train"]["steps"]
     if done < total:
         last = f", last validation PSNR {val[-1]:.2f} dB" if h.get("val_psnr_mean") else ""
-        print(f"stopped after {args.minutes:g} minutes at step {done} of {total} (loss {h['loss'][-1]:.3g}{last}); "
-              f"checkpoint in {output}; run the same command again to resume")
+        say(f"stopped after {args.minutes:g} minutes at step {done} of {total} (loss {h['loss'][-1]:.3g}{last}); "
+            f"checkpoint in {output}; run the same command again to resume")
         return 0
     loss = config["train"].get("loss", "supervised")
     what = f"{args.model} ({config['preset']}{'' if loss == 'supervised' else ', ' + loss + ' loss'})"
-    print(f"trained {what} for {total} steps: final loss "
-          f"{h['loss'][-1]:.3g}, validation PSNR {val[-1]:.2f} dB; checkpoint in {output}")
+    say(f"trained {what} for {total} steps: final loss "
+        f"{h['loss'][-1]:.3g}, validation PSNR {val[-1]:.2f} dB; checkpoint in {output}")
     return 0
 
 

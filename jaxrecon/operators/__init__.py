@@ -17,6 +17,7 @@ from .matrix import MatrixOperator
 from .noise import gaussian_noise, poisson_noise
 from .parallel3d_geometry import Parallel3DGeometry, Parallel3DVecGeometry
 from .radon import RadonTransform, radon
+from .sharding import SLABS_AXIS, VIEWS_AXIS, projection_mesh, sharded_backproject, sharded_project
 from .views import select_views
 from .xray import XRayTransform, backproject, project
 
@@ -34,7 +35,9 @@ __all__ = [
     "Parallel3DVecGeometry",
     "ParallelBeamGeometry",
     "RadonTransform",
+    "SLABS_AXIS",
     "SubsampledFourier",
+    "VIEWS_AXIS",
     "XRayTransform",
     "backproject",
     "cartesian_mask",
@@ -48,7 +51,10 @@ __all__ = [
     "operator_norm",
     "poisson_noise",
     "project",
+    "projection_mesh",
     "radial_mask",
     "radon",
     "select_views",
+    "sharded_backproject",
+    "sharded_project",
 ]

@@ -35,7 +35,7 @@ def select_views(op: RadonTransform | XRayTransform, views: Int[ArrayLike, " M"]
 
     Returns:
         An operator of the same type, with the geometry's `with_angles(angles[views])` (and the same
-        `unroll` / `batch_size` settings).
+        `unroll` / `batch_size` / `mesh` settings).
 
     Example:
         >>> op = RadonTransform(ParallelBeamGeometry.uniform((32, 32), 12))
@@ -76,4 +76,4 @@ def select_views(op: RadonTransform | XRayTransform, views: Int[ArrayLike, " M"]
     sub = geom.with_angles(geom.angles[jnp.asarray(views)])
     if isinstance(op, RadonTransform):
         return RadonTransform(sub, unroll=op.unroll)
-    return XRayTransform(sub, unroll=op.unroll, batch_size=op.batch_size)
+    return XRayTransform(sub, unroll=op.unroll, batch_size=op.batch_size, mesh=op.mesh)

@@ -41,6 +41,7 @@ from ..nets import DnCNN
 from ..phantoms.ellipses import random_ellipse_phantom, rasterize
 from .checkpoint import load_checkpoint, load_config
 from .data import CTData, batch_keys, split_key
+from .distributed import local_part
 from .experiment import PRESETS, _DATA, _deep_update, build_data
 from .loop import TrainResult, default_optimizer, fit
 
@@ -237,9 +238,11 @@ def evaluate_denoiser(net: DnCNN, clean: Float[Array, "N H W"], levels, seed: in
 
 
 def train_denoiser(config: dict, directory=None, *, progress: bool = True, dtype=None,
-                   time_limit: float | None = None, checkpoint_every: int | None = None) -> TrainResult:
+                   time_limit: float | None = None, checkpoint_every: int | None = None, mesh=None) -> TrainResult:
     """Train the denoiser of `config` (`denoiser_config`) with `fit`: checkpoints in `directory` (resumed
     from there), validation every `validate_every` steps, `time_limit` seconds per call (see `fit`).
+    `mesh` (`data_parallel_mesh()`): data parallel; with several processes each draws the whole batch
+    (one noise key for all of it) and keeps its rows (`local_part`).
 
     Example:
         >>> result = train_denoiser(denoiser_config("quick", train={"steps": 100}), "runs/dncnn")
@@ -254,7 +257,7 @@ def train_denoiser(config: dict, directory=None, *, progress: bool = True, dtype
 
     def batch_fn(k):
         clean = _images(data, batch_keys(seed, "train", k * bs, bs))
-        return _add_noise(jax.random.fold_in(split_key(seed, "train", k), 1), clean, sigma_max)
+        return local_part(_add_noise(jax.random.fold_in(split_key(seed, "train", k), 1), clean, sigma_max))
 
     val = _images(data, batch_keys(seed, "validation", 0, t["validation_size"]))
     return fit(
@@ -269,6 +272,7 @@ def train_denoiser(config: dict, directory=None, *, progress: bool = True, dtype
         checkpoint_every=(checkpoint_every or t["validate_every"]) if directory is not None else None,
         config=config,
         progress=progress,
+        mesh=mesh,
         time_limit=time_limit,
     )
 

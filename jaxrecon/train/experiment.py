@@ -54,6 +54,7 @@ from ..deq import DEGrad, DEProx
 from ..nets import LISTA, LearnedGradientDescent, LearnedPrimalDual, PostProcessing, UNet, UnrolledPGD
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import CTData, Sample, batch_keys
+from .distributed import process_rows
 from .evaluate import evaluate
 from .lodopab import LoDoPaBData, lodopab_streams
 from .loop import TrainResult, default_optimizer, fit, reconstruction_loss_fn
@@ -302,6 +303,10 @@ def train(config: dict, directory=None, *, progress: bool = True, mesh=None, dty
     the first `validation_size` keys of the validation stream: the splits never overlap. LoDoPaB-CT:
     step $k$ reads train samples `k * batch_size, ...` (mod the split's length), validation the first
     `validation_size` samples of the validation split (`lodopab_streams`).
+
+    `mesh` (`data_parallel_mesh()`): data parallel over its devices. With several processes
+    (`initialize_distributed`) each draws (or reads) only its rows of every batch (`process_rows`), and
+    the run equals the single-process one up to the order of the floating-point sums.
     """
     data = build_data(config, dtype)
     op = data.operator
@@ -333,16 +338,18 @@ def train(config: dict, directory=None, *, progress: bool = True, mesh=None, dty
 
 
 def _streams(config: dict, data):
-    """`(batch_fn, validation samples)` of a config: deterministic in the step."""
+    """`(batch_fn, validation samples)` of a config: deterministic in the step; `batch_fn(k)` is this
+    process's rows of batch `k`."""
     t = config["train"]
     seed, bs = config["seed"], t["batch_size"]
+    rows = process_rows(bs)  # this process's rows of each batch (all of them with one process)
     if isinstance(data, LoDoPaBData):
-        return lodopab_streams(data, bs, t["validation_size"])
+        return lodopab_streams(data, bs, t["validation_size"], rows=rows)
     val = jax.jit(jax.vmap(data.sample))(batch_keys(seed, "validation", 0, t["validation_size"]))
     sample_batch = jax.jit(jax.vmap(data.sample))
 
     def batch_fn(k):
-        return sample_batch(batch_keys(seed, "train", k * bs, bs))
+        return sample_batch(batch_keys(seed, "train", k * bs + rows.start, rows.stop - rows.start))
 
     return batch_fn, val
 

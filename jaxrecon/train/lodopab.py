@@ -110,9 +110,10 @@ def _shape(shape) -> str:
     return "x".join(str(n) for n in shape)
 
 
-def lodopab_streams(data: LoDoPaBData, batch_size: int, validation_size: int):
+def lodopab_streams(data: LoDoPaBData, batch_size: int, validation_size: int, *, rows: slice | None = None):
     """`(batch_fn, validation)`: `batch_fn(k)` reads samples `k*batch_size, ...` (mod the train split's length);
     `validation` is the first `validation_size` samples of the validation split (all, if it has fewer).
+    `rows` (e.g. `process_rows(batch_size)`): read only these rows of each batch (one process's part).
 
     Example:
         >>> batch_fn, val = lodopab_streams(data, 4, 16)
@@ -122,8 +123,10 @@ def lodopab_streams(data: LoDoPaBData, batch_size: int, validation_size: int):
     train, validation = data.open("train"), data.open("validation")
     n = len(train)
 
+    index = np.arange(batch_size)[slice(None) if rows is None else rows]
+
     def batch_fn(k: int) -> Sample:
-        return data.read(train, (k * batch_size + np.arange(batch_size)) % n)
+        return data.read(train, (k * batch_size + index) % n)
 
     return batch_fn, data.read(validation, np.arange(min(validation_size, len(validation))))
 

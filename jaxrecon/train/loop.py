@@ -29,6 +29,7 @@ from jaxrecon.operators.linear_operator import LinearOperator
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import Sample
+from .distributed import agree
 from .sharding import BATCH_AXIS, replicate, shard_batch
 
 __all__ = ["TrainResult", "fit", "default_optimizer", "reconstruction_loss", "reconstruction_loss_fn"]
@@ -175,6 +176,18 @@ def _check_int(value, name: str, low: int, allow_none: bool = False) -> None:
         raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
+def _check_same_start(start: int, directory) -> None:
+    """Every process resumes from the same step (their checkpoint folder must be one shared filesystem)."""
+    from jax.experimental import multihost_utils
+
+    starts = np.asarray(multihost_utils.process_allgather(np.asarray(start, np.int32))).ravel().tolist()
+    if len(set(starts)) > 1:
+        raise ValueError(
+            f"the {len(starts)} processes found different checkpoints in {str(directory)!r} (resuming from steps "
+            f"{starts}, by process); the checkpoint directory must be on a filesystem shared by all processes"
+        )
+
+
 def _new_history() -> dict:
     return {"step": [], "loss": [], "time": [], "val_step": [], "compile_seconds": []}
 
@@ -224,7 +237,10 @@ def fit(
             fresh `optimizer.init` serve as templates).
         progress: show a tqdm progress bar on stderr (loss, last validation PSNR).
         mesh: a `data_parallel_mesh()`: parameters and optimizer state are replicated over it and
-            each batch is split along its leading axis (`shard_batch`); the step is the same.
+            each batch is split along its leading axis (`shard_batch`); the step is the same. With
+            several processes (`initialize_distributed`) `batch_fn(k)` gives this process's rows of
+            batch `k` (`process_rows`, `local_part`); process 0 writes the checkpoints, which all
+            processes must see (a shared filesystem), and a `time_limit` stops all at process 0's step.
         time_limit: stop after the first step that ends this many wall-clock seconds after the call
             began (compilation included), checkpointing there (with `checkpoint_dir`): a long run
             in bounded sessions. Calling `fit` again with the same arguments resumes it exactly;
@@ -267,6 +283,9 @@ def fit(
     if checkpoint_dir is not None and resume and latest_checkpoint(checkpoint_dir) is not None:
         model, opt_state, start, _, saved = load_checkpoint(checkpoint_dir, model_like=model, opt_state_like=opt_state)
         history = _new_history() | (saved or {})
+    multi = jax.process_count() > 1
+    if multi and checkpoint_dir is not None:
+        _check_same_start(start, checkpoint_dir)
     model, opt_state = _same_dtypes((model, opt_state), (model, opt_state))  # no weak types: one signature
     is_main = jax.process_index() == 0
     replicated = None
@@ -304,10 +323,14 @@ def fit(
         for name, value in metrics.items():
             history.setdefault(f"val_{name}", []).append(value)
 
-    def checkpoint(done):
+    def checkpoint(done, barrier=True):
         if is_main:
             save_checkpoint(checkpoint_dir, model=model, opt_state=opt_state, step=done, config=config or {},
                             history=history)
+        if multi and barrier:  # no process runs ahead (e.g. into a resume) before the checkpoint is written
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"jaxrecon checkpoint {done}")
 
     completed = saved = start  # the steps whose updates are in `model`; the newest checkpointed step
     with tqdm(total=num_steps, initial=min(start, num_steps), disable=not (progress and is_main), file=sys.stderr,
@@ -333,6 +356,8 @@ def fit(
                     record(pending)
                 pending = (k, loss)
                 out_of_time = time_limit is not None and time.perf_counter() - t0 >= time_limit
+                if multi and time_limit is not None:  # every process stops at process 0's step
+                    out_of_time = agree(out_of_time)
                 last = done == num_steps or out_of_time
                 do_val = validate_fn is not None and (done % validate_every == 0 or done == num_steps)
                 do_ckpt = checkpoint_dir is not None and (last or (checkpoint_every and done % checkpoint_every == 0))
@@ -352,7 +377,7 @@ def fit(
             if checkpoint_dir is not None and completed > saved:
                 if pending is not None:
                     record(pending)
-                checkpoint(completed)
+                checkpoint(completed, barrier=False)  # the other processes may be elsewhere: no collective
             raise
         if pending is not None:
             record(pending)

@@ -12,9 +12,9 @@ Usage::
     mesh = data_parallel_mesh()                  # all devices, axis "batch"
     result = fit(model, loss_fn, batch_fn, optimizer, num_steps, mesh=mesh)
 
-On several hosts, call `initialize_distributed()` first in every process; the mesh then spans the
-devices of all processes and each process passes its own part of the global batch (e.g. drawn
-with `jax.random.fold_in(key, jax.process_index())`) to `shard_batch`.
+On several hosts, call `initialize_distributed()` (`distributed.py`) first in every process; the
+mesh then spans the devices of all processes and each process passes its own rows of the global
+batch (`process_rows`) to `shard_batch`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["BATCH_AXIS", "data_parallel_mesh", "shard_batch", "replicate", "initialize_distributed"]
+from .distributed import initialize_distributed  # noqa: F401  (its former home; see distributed.py)
+
+__all__ = ["BATCH_AXIS", "data_parallel_mesh", "shard_batch", "replicate"]
 
 #: The name of the mesh axis the batch is split over.
 BATCH_AXIS = "batch"
@@ -108,19 +110,3 @@ def replicate(tree, mesh: Mesh):
     _check_mesh(mesh, "replicate")
     sharding = NamedSharding(mesh, PartitionSpec())
     return jax.tree.map(lambda x: jax.device_put(x, sharding) if isinstance(x, (jax.Array, np.ndarray)) else x, tree)
-
-
-def initialize_distributed(**kwargs) -> tuple[int, int]:
-    """Start multi-host JAX: `jax.distributed.initialize(**kwargs)`; returns `(process_index, process_count)`.
-
-    Call it once per process, before any other JAX call. On Cloud TPU, SLURM or Open MPI the
-    arguments are detected automatically; otherwise pass `coordinator_address="host:port"`,
-    `num_processes` and `process_id`. Afterwards `data_parallel_mesh()` spans the devices of all
-    processes. Only process 0 should write checkpoints (`fit` does this).
-
-    Example:
-        >>> initialize_distributed(coordinator_address="10.0.0.1:1234", num_processes=2, process_id=0)  # doctest: +SKIP
-        (0, 2)
-    """
-    jax.distributed.initialize(**kwargs)
-    return jax.process_index(), jax.process_count()
