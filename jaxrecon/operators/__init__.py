@@ -1,4 +1,4 @@
-"""Forward models: geometries (parallel, fan and cone beam), X-ray transforms and their exact adjoints, FBP,
+"""Forward models: geometries (parallel, fan and cone beam), X-ray transforms and their exact adjoints, FBP, FDK,
 convolution, Fourier, matrices, noise."""
 
 from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry
@@ -10,6 +10,7 @@ from .convolution import (
 )
 from .fan_geometry import FanBeamGeometry, FanBeamVecGeometry
 from .fbp import fbp, fbp_filter
+from .fdk import fdk, fdk_central_fan
 from .fourier import SubsampledFourier, cartesian_mask, radial_mask
 from .geometry import ParallelBeamGeometry
 from .linear_operator import IdentityOperator, LinearOperator, dot_test, operator_norm
@@ -39,6 +40,8 @@ __all__ = [
     "dot_test",
     "fbp",
     "fbp_filter",
+    "fdk",
+    "fdk_central_fan",
     "gaussian_kernel",
     "gaussian_noise",
     "operator_norm",
