@@ -93,7 +93,7 @@ def test_short_scan_reconstructs_the_phantom_as_well_as_the_full_scan():
     truth = rasterize_ellipsoids(PHANTOM, full.shape, supersample=4)[n // 2]
     errors = [float(jnp.linalg.norm(fdk(ellipsoid_projections(PHANTOM, g), g)[n // 2] - truth) / jnp.linalg.norm(truth))
               for g in (full, short)]
-    # measured: 0.092 (full), 0.093 (short)
+    # measured: 0.092 (full), 0.090 (short)
     assert errors[1] < 1.1 * errors[0]
 
 
@@ -249,7 +249,7 @@ def test_bad_angles_are_a_clear_error(angles, match):
 
 def test_projections_of_a_rasterised_volume_reconstruct_it():
     """The discrete `project` of a smooth volume (no analytic data) comes back through FDK: relative
-    error in the central slice 0.03 (measured), the Joseph model and the interpolations agreeing."""
+    error in the central slice 0.042 (measured), the Joseph model and the interpolations agreeing."""
     n = 24
     geom = _scaled_geometry(n)
     x = rasterize_ellipsoids(EllipsoidPhantom([[0.05, 0.0, 0.0]], [[0.6, 0.5, 0.55]], [0.2], [1.0]), geom.shape, 4)
