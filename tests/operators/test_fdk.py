@@ -190,22 +190,23 @@ def test_float32():
 
 
 def test_memory_does_not_grow_with_the_views():
-    """Views are weighted, filtered and backprojected one chunk at a time: XLA's scratch memory depends on
-    `batch_size`, not on the number of views, also for the gradient (checkpointed chunks). Measured (16^3,
-    37 x 37 detector, float64, batch_size=4): 0.88 MB for 8 views, 0.92 MB for 128 (gradient: 1.26, 1.30 MB);
-    6.95 MB for 128 views at batch_size=32 (not tested: another compile)."""
+    """Views are weighted, filtered and backprojected one chunk at a time: XLA's scratch memory grows with
+    the views only by arrays of (views, cols) (the redundancy weights), not with views x volume or
+    views x detector, also for the gradient (checkpointed chunks). Measured (16^3, 37 x 37 detector,
+    float64, batch_size=4): 0.32 MB for 8 views, 0.36 MB for 128 (gradient: 0.82, 0.85 MB), a difference
+    of exactly 120 x 37 x 8 bytes; 120 more views of the detector are 1.3 MB, of the volume 3.9 MB."""
     sizes = {}
-    for views, batch in ((8, 4), (128, 4)):
+    for views in (8, 128):
         g = ConeBeamGeometry.uniform((16, 16, 16), views, (37, 37), 40.0, 20.0)
         spec = jax.ShapeDtypeStruct(g.sinogram_shape, jnp.float64)
-        for name, f in (("fdk", lambda y, g=g, b=batch: fdk(y, g, batch_size=b)),
-                        ("grad", lambda y, g=g, b=batch: jax.grad(lambda y: jnp.sum(fdk(y, g, batch_size=b) ** 2))(y))):
+        for name, f in (("fdk", lambda y, g=g: fdk(y, g, batch_size=4)),
+                        ("grad", lambda y, g=g: jax.grad(lambda y: jnp.sum(fdk(y, g, batch_size=4) ** 2))(y))):
             stats = jax.jit(f).lower(spec).compile().memory_analysis()
             if stats is None:
                 pytest.skip("this backend reports no memory analysis")
-            sizes[name, views, batch] = stats.temp_size_in_bytes
+            sizes[name, views] = stats.temp_size_in_bytes
     for name in ("fdk", "grad"):
-        assert sizes[name, 128, 4] <= 1.1 * sizes[name, 8, 4], sizes
+        assert sizes[name, 128] - sizes[name, 8] <= 2 * 120 * 37 * 8, sizes
 
 
 # --- Bad input -----------------------------------------------------------------------------------------------
