@@ -81,9 +81,9 @@ def fdk_central_fan(geom: ConeBeamGeometry) -> FanBeamGeometry:
     (the cone geometry has issued its own).
 
     Example:
-        >>> g = ConeBeamGeometry.uniform((9, 16, 16), 8, (11, 32), 40.0, 20.0)
+        >>> g = ConeBeamGeometry.uniform((9, 16, 16), 8, (19, 35), 40.0, 20.0)
         >>> fdk_central_fan(g).sinogram_shape
-        (8, 32)
+        (8, 35)
     """
     if not isinstance(geom, ConeBeamGeometry):
         raise TypeError(f"geom must be a ConeBeamGeometry, got {type(geom).__name__}")
@@ -156,11 +156,12 @@ def fdk(
     are not extrapolated, and a half-covered "offset detector" scan needs weights this function does
     not apply). The result has `y`'s dtype (float32 or float64). Jittable (the geometry may be traced;
     the scan checks then run only on concrete angles), vmappable over `y`, differentiable in `y`
-    (it is linear) and in the geometry's arrays. Views are backprojected `batch_size` (static) at a
-    time: memory grows with `batch_size` x volume, not with the number of views, also under `jax.grad`.
+    (it is linear) and in the geometry's arrays. Views are weighted and filtered `batch_size` (static)
+    at a time and backprojected one after the other: scratch memory is a few volumes and one chunk of
+    projections (plus the `(views, cols)` weights), whatever the number of views, also under `jax.grad`.
 
     Example:
-        >>> g = ConeBeamGeometry.uniform((16, 16, 16), 32, (24, 32), 40.0, 20.0)
+        >>> g = ConeBeamGeometry.uniform((16, 16, 16), 32, (37, 37), 40.0, 20.0)
         >>> ball = EllipsoidPhantom([[0.0, 0.0, 0.0]], [[0.5, 0.5, 0.5]], [0.0], [1.0])
         >>> fdk(ellipsoid_projections(ball, g), g).shape
         (16, 16, 16)
