@@ -90,6 +90,22 @@ def test_uniform_ball_is_reconstructed_at_its_value(scan):
     assert abs(rec[inner].mean() - 1) < 1e-2 and np.abs(rec[inner] - 1).max() < 3e-2
 
 
+def test_an_object_constant_along_z_gives_the_same_slice_at_every_height():
+    """FDK is exact for objects that do not vary along z (Feldkamp et al. 1984): here two elliptic cylinders
+    (ellipsoids 100 volumes tall), so every slice must equal the central one. This checks the off-plane
+    weights (the cosine of the ray's full 3D angle, the rows each voxel reads) that the source plane does
+    not see. Measured: at most 1.8e-4 relative difference; with the fan's cos(gamma) in place of the 3D
+    cosine, 2.9% at the top and bottom slices."""
+    n = 24
+    geom = _scaled_geometry(n)
+    cylinders = EllipsoidPhantom([[0.1, -0.05, 0.0], [-0.2, 0.15, 0.0]], [[0.7, 0.55, 100.0], [0.2, 0.3, 100.0]],
+                                 [0.3, -0.5], [1.0, 0.5])
+    rec = np.asarray(fdk(ellipsoid_projections(cylinders, geom), geom))
+    central = rec[n // 2]
+    worst = max(np.linalg.norm(s - central) for s in rec) / np.linalg.norm(central)
+    assert worst < 2e-3
+
+
 def test_short_scan_reconstructs_the_phantom_as_well_as_the_full_scan():
     n = 24
     full = _scaled_geometry(n)
