@@ -62,7 +62,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .cone_beam import _check_array, _check_batch_size
-from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry
+from .cone_geometry import ConeBeamGeometry
 from .fan_geometry import FanBeamGeometry, FanBeamVecGeometry
 from .fbp import FBP_FILTERS, fbp_filter, redundancy_weights
 from .geometry import ParallelBeamGeometry, _is_concrete
@@ -96,15 +96,13 @@ def fdk_central_fan(geom: ConeBeamGeometry) -> FanBeamGeometry:
 
 
 def _check_geometry(geom):
-    if isinstance(geom, ConeBeamVecGeometry):
-        raise TypeError(
-            "fdk needs a circular orbit with a flat detector: use a ConeBeamGeometry, not a ConeBeamVecGeometry "
-            "(for per-view geometries use an iterative solver on XRayTransform(geom))"
-        )
     if isinstance(geom, (ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry)):
         raise TypeError(f"fdk reconstructs cone-beam data (a ConeBeamGeometry); for a 2D {type(geom).__name__} use fbp")
     if not isinstance(geom, ConeBeamGeometry):
-        raise TypeError(f"geom must be a ConeBeamGeometry, got {type(geom).__name__}")
+        raise TypeError(
+            f"fdk needs a circular cone-beam orbit with a flat detector (a ConeBeamGeometry), got "
+            f"{type(geom).__name__}; reconstruct other geometries with an iterative solver on XRayTransform(geom)"
+        )
 
 
 def _check_scan(geom: ConeBeamGeometry):
