@@ -1,9 +1,10 @@
-"""Cone-beam projector: time and XLA scratch memory of `project` and its adjoint `backproject`.
+"""Cone-beam projector: time and XLA scratch memory of `project`, its adjoint `backproject` and `fdk`.
 
 For an n^3 volume, `views` views on a full circle and a (1.6 n)^2 detector (source at 3n, detector at
 1.5n), float32: the median of `--repeats` jitted calls after a warm-up, and XLA's buffer assignment
 (`jax.jit(...).lower(...).compile().memory_analysis().temp_size_in_bytes`) for each `batch_size`.
-The adjoint is `jax.linear_transpose` of the forward (scatter-adds on CPU).
+The adjoint is `jax.linear_transpose` of the forward (scatter-adds on CPU); `fdk` (ram-lak filter) backprojects
+with its own voxel-driven gathers.
 
     PYTHONPATH=. python benchmarks/cone_beam.py --n 32 --views 32 128 --batch-sizes 8 32
 """
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from harness import median_seconds
-from jaxrecon.operators import ConeBeamGeometry, backproject, project
+from jaxrecon.operators import ConeBeamGeometry, backproject, fdk, project
 
 
 def main():
@@ -40,9 +41,13 @@ def main():
             adj = jax.jit(lambda y, bs=bs, g=g: backproject(y, g, batch_size=bs))
             mem_f = fwd.lower(x).compile().memory_analysis().temp_size_in_bytes
             mem_a = adj.lower(y).compile().memory_analysis().temp_size_in_bytes
+            rec = jax.jit(lambda y, bs=bs, g=g: fdk(y, g, batch_size=bs))
+            mem_r = rec.lower(y).compile().memory_analysis().temp_size_in_bytes
             tf, ta = median_seconds(fwd, x, repeats=args.repeats)[0], median_seconds(adj, y, repeats=args.repeats)[0]
+            tr = median_seconds(rec, y, repeats=args.repeats)[0]
             print(f"views {views:4d} batch_size {bs:3d}: project {tf:.3f} s ({mem_f / 2**20:.1f} MiB scratch), "
-                  f"backproject {ta:.3f} s ({mem_a / 2**20:.1f} MiB scratch), ratio {ta / tf:.1f}")
+                  f"backproject {ta:.3f} s ({mem_a / 2**20:.1f} MiB scratch), ratio {ta / tf:.1f}; "
+                  f"fdk {tr:.3f} s ({mem_r / 2**20:.1f} MiB scratch)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Forward models: geometries (2D parallel and fan beam; 3D parallel, cone and helical cone beam), X-ray
-transforms and their exact adjoints, FBP, convolution, Fourier, matrices, noise."""
+transforms and their exact adjoints, FBP, FDK, sharding over devices, convolution, Fourier, matrices, noise."""
 
 from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry, HelicalConeBeamGeometry
 from .convolution import (
@@ -10,6 +10,7 @@ from .convolution import (
 )
 from .fan_geometry import FanBeamGeometry, FanBeamVecGeometry
 from .fbp import fbp, fbp_filter
+from .fdk import fdk, fdk_central_fan
 from .fourier import SubsampledFourier, cartesian_mask, radial_mask
 from .geometry import ParallelBeamGeometry
 from .linear_operator import IdentityOperator, LinearOperator, dot_test, operator_norm
@@ -46,6 +47,8 @@ __all__ = [
     "dot_test",
     "fbp",
     "fbp_filter",
+    "fdk",
+    "fdk_central_fan",
     "gaussian_kernel",
     "gaussian_noise",
     "operator_norm",
