@@ -42,9 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry
+from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry, HelicalConeBeamGeometry
 from .fan_geometry import FanBeamGeometry, FanBeamVecGeometry
 from .geometry import ParallelBeamGeometry
+from .parallel3d_geometry import Parallel3DGeometry, Parallel3DVecGeometry
 
 __all__ = ["SLABS_AXIS", "VIEWS_AXIS", "projection_mesh", "sharded_backproject", "sharded_project"]
 
@@ -60,7 +61,11 @@ _VIEW_FIELDS = {
     FanBeamVecGeometry: ("source", "detector_centre", "detector_u"),
     ConeBeamGeometry: ("angles",),
     ConeBeamVecGeometry: ("source", "detector_centre", "detector_u", "detector_v"),
+    HelicalConeBeamGeometry: ("angles", "z_positions"),
+    Parallel3DGeometry: ("angles",),
+    Parallel3DVecGeometry: ("ray", "detector_centre", "detector_u", "detector_v"),
 }
+_CONE = (ConeBeamGeometry, ConeBeamVecGeometry, HelicalConeBeamGeometry)  # the geometries "slabs" can split
 
 
 def projection_mesh(slabs: int = 1, devices=None) -> Mesh:
@@ -88,15 +93,12 @@ def _axes(mesh, geom, fn: str):
     if not isinstance(mesh, Mesh):
         raise TypeError(f"{fn} expects mesh to be a jax.sharding.Mesh (see projection_mesh), got {type(mesh).__name__}")
     if type(geom) not in _VIEW_FIELDS:
-        raise TypeError(
-            f"{fn} expects a ParallelBeamGeometry, FanBeamGeometry, FanBeamVecGeometry, ConeBeamGeometry or "
-            f"ConeBeamVecGeometry, got {type(geom).__name__}"
-        )
+        raise TypeError(f"{fn} expects one of {', '.join(t.__name__ for t in _VIEW_FIELDS)}, got {type(geom).__name__}")
     names = mesh.axis_names
     if VIEWS_AXIS not in names and SLABS_AXIS not in names:
         raise ValueError(f"{fn} expects a mesh with an axis {VIEWS_AXIS!r} and/or {SLABS_AXIS!r}, got axes {names}")
     slabs = mesh.shape[SLABS_AXIS] if SLABS_AXIS in names else 1
-    if slabs > 1 and not isinstance(geom, (ConeBeamGeometry, ConeBeamVecGeometry)):
+    if slabs > 1 and not isinstance(geom, _CONE):
         raise ValueError(
             f"{fn}: the {SLABS_AXIS!r} axis splits the z-slabs of a cone-beam volume; a {type(geom).__name__} has "
             f"none (split it by {VIEWS_AXIS!r} only), got a mesh with {slabs} devices along {SLABS_AXIS!r}"
@@ -109,7 +111,7 @@ def _prepared(geom, views: int, slabs: int):
 
     Returns `(geometry, leaves, treedef, leaf specs)`: per-view leaves split over `"views"`, others replicated.
     """
-    if slabs > 1 and isinstance(geom, ConeBeamGeometry):
+    if slabs > 1 and isinstance(geom, (ConeBeamGeometry, HelicalConeBeamGeometry)):
         with warnings.catch_warnings():  # its truncation warning was given when `geom` was built
             warnings.simplefilter("ignore", UserWarning)
             geom = geom.to_vec()

@@ -35,8 +35,9 @@ SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp
     jax.config.update("jax_enable_x64", True)
     warnings.simplefilter("ignore", UserWarning)  # truncated detectors in the small cone geometries
-    from jaxrecon.operators import (ConeBeamGeometry, FanBeamGeometry, ParallelBeamGeometry, XRayTransform,
-                                    backproject, dot_test, project, projection_mesh, select_views)
+    from jaxrecon.operators import (ConeBeamGeometry, FanBeamGeometry, HelicalConeBeamGeometry, Parallel3DGeometry,
+                                    ParallelBeamGeometry, XRayTransform, backproject, dot_test, project,
+                                    projection_mesh, select_views)
 
     def rel(a, b):
         return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
@@ -48,6 +49,9 @@ SCRIPT = textwrap.dedent(
         "fanvec": lambda: FanBeamGeometry.uniform((9, 10), 8, 30.0, 20.0).to_vec(),
         "cone": lambda: ConeBeamGeometry.uniform((7, 8, 8), 6, (10, 12), 30.0, 15.0, det_offset=(0.3, 0.2)),
         "conevec": lambda: ConeBeamGeometry.uniform((8, 8, 8), 8, (10, 12), 30.0, 15.0).to_vec(),
+        "helical": lambda: HelicalConeBeamGeometry.uniform((8, 8, 8), 8, (10, 12), 30.0, 15.0, pitch=4.0, turns=1.0),
+        "parallel3d": lambda: Parallel3DGeometry.uniform((5, 8, 8), 8),
+        "parallel3dvec": lambda: Parallel3DGeometry.uniform((5, 8, 8), 8).to_vec(),
     }
 
     def case(name, slabs, mode):  # mode: basic, more (+ jit, select_views), grad (+ gradients, vmap)
@@ -139,6 +143,14 @@ def test_views_and_slabs_of_cone_and_fan_beam():
     assert r["conevec:4:basic"]["b_shards"] == [2]  # the adjoint's volume comes back split by slabs
     _check(r["fan:1:grad"], views=2)
     _check(r["fanvec:1:more"], views=2)
+
+
+@pytest.mark.slow
+def test_views_and_slabs_of_the_3d_geometries():
+    r = _run("helical:2:basic", "parallel3d:1:basic", "parallel3dvec:1:basic")
+    _check(r["helical:2:basic"], views=4)  # a 2 x 2 grid: 4 views and a slab of 4 slices per device
+    _check(r["parallel3d:1:basic"], views=2)
+    _check(r["parallel3dvec:1:basic"], views=2)
 
 
 # --- in this process (one device) -------------------------------------------------------------------
