@@ -18,7 +18,12 @@ parameter chosen by the mean PSNR on the 16 validation ellipses, never on the te
     jaxrecon train --model lpd --preset quick --loss sure --steps 800 --output runs/lpd_sure_800
     python benchmarks/priors.py --denoiser benchmarks/checkpoints/dncnn_quick \\
         --model "LPD, supervised, 800 steps=runs/lpd_sup_800" --model "LPD, SURE (no truths), 800 steps=runs/lpd_sure_800"
+    python benchmarks/priors.py --append --model "LPD, EI (no truths), 800 steps=runs/lpd_ei_800"
     python benchmarks/priors.py --smoke --out /tmp/priors   # tiny grids and iterations: a check that it runs
+
+`--append` evaluates only the `--model` runs and merges their rows into the existing
+<out>/priors_<preset>.json (a row with the same label is replaced; the other rows, the denoiser and the
+run's metadata are kept, and the appended labels are listed in the metadata with the date).
 
 The committed denoiser (`benchmarks/checkpoints/dncnn_quick`) is `jaxrecon train --model dncnn --preset
 quick`. Without `--denoiser` the denoiser is trained (or resumed) in benchmarks/runs/<preset>/dncnn (with
@@ -29,6 +34,7 @@ Writes <out>/priors_<preset>.json and .md.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -109,7 +115,8 @@ def model_row(label, directory, op, test, sl):
     ev_sl = evaluate(model, op, jax.tree.map(lambda a: a[None], sl))
     ev_test = evaluate(model, op, test, timed=False)
     train = config["train"]
-    return dict(method=label, parameter=f"{config['model']}, loss {train.get('loss', 'supervised')}, "
+    options = "".join(f", {k}={v}" for k, v in sorted((train.get("loss_options") or {}).items()))
+    return dict(method=label, parameter=f"{config['model']}, loss {train.get('loss', 'supervised')}{options}, "
                 f"{train['steps']} steps x batch {train['batch_size']}", seconds=ev_sl["seconds_per_reconstruction"],
                 shepp_logan=(ev_sl["psnr_mean"], ev_sl["ssim_mean"]), test=(ev_test["psnr_mean"], ev_test["ssim_mean"]),
                 directory=str(directory))
@@ -122,8 +129,12 @@ def main(argv=None):
     ap.add_argument("--model", action="append", default=[], metavar="LABEL=DIR",
                     help="a trained reconstruction run to evaluate beside the rows (repeatable)")
     ap.add_argument("--smoke", action="store_true", help="tiny sets, grids and iterations (a check that it runs)")
+    ap.add_argument("--append", action="store_true",
+                    help="evaluate only the --model runs and merge their rows into the existing results")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
+    if args.append and not args.model:
+        ap.error("--append needs at least one --model LABEL=DIR")
     models = []
     for item in args.model:
         label, sep, directory = item.partition("=")
@@ -141,6 +152,8 @@ def main(argv=None):
     test = sample(batch_keys(base["seed"], "test", 0, n_test))
     sl = shepp_logan_sample(data)
     iters = {k: 4 for k in ITERATIONS} if args.smoke else ITERATIONS
+    if args.append:
+        return append_models(args, models, op, test, sl)
 
     rows, recons = classical(op, val, test, sl, args.preset)
     rows = [r for r in rows if r["method"] != "tv_oracle"]
@@ -164,6 +177,40 @@ def main(argv=None):
     stem = f"priors_{args.preset}"
     write_results(stem, dict(meta=meta, rows=rows), markdown(meta, rows), args.out)
     print(f"total {meta['total_seconds'] / 60:.1f} min; wrote {Path(args.out) / stem}.json/.md", flush=True)
+
+
+def append_models(args, models, op, test, sl):
+    stem = f"priors_{args.preset}"
+    path = Path(args.out) / f"{stem}.json"
+    if not path.exists():
+        raise SystemExit(f"--append: no results to append to at {path}; run without --append first")
+    results = json.loads(path.read_text())
+    meta, rows = results["meta"], results["rows"]
+    for label, directory in models:
+        row = model_row(label, directory, op, test, sl)
+        rows = [r for r in rows if r["method"] != label] + [row]
+        print(f"  {label}: Shepp-Logan {row['shepp_logan'][0]:.2f} dB, test {row['test'][0]:.2f} dB", flush=True)
+    meta.setdefault("appended", []).append(dict(models=[label for label, _ in models], **environment()))
+    write_results(stem, dict(meta=meta, rows=rows), markdown(meta, rows), args.out)
+    print(f"wrote {Path(args.out) / stem}.json/.md", flush=True)
+
+
+def self_supervised_checks(rows):
+    """Each self-supervised model row against the supervised row of the same steps (issue bar: within 1 dB)."""
+    supervised = {(r["parameter"].split(",")[0], r["parameter"].split(" steps")[0].split()[-1]): r
+                  for r in rows if "loss supervised" in r.get("parameter", "")}
+    lines = []
+    for r in rows:
+        p = r.get("parameter", "")
+        if "loss " not in p or "loss supervised" in p:
+            continue
+        ref = supervised.get((p.split(",")[0], p.split(" steps")[0].split()[-1]))
+        if ref is None:
+            continue
+        gap = r["test"][0] - ref["test"][0]
+        lines.append(f"- {r['method']} - {ref['method']} on the test ellipses: {gap:+.2f} dB (bar >= -1 dB: "
+                     f"{'met' if gap >= -1 else 'not met'}); Shepp-Logan {r['shepp_logan'][0] - ref['shepp_logan'][0]:+.2f} dB")
+    return lines
 
 
 LABELS = dict(fbp="FBP", tv="TV (PDHG)", admm_tv="ADMM-TV", pnp_admm="PnP-ADMM (DnCNN)", red="RED (DnCNN)")
@@ -192,6 +239,11 @@ def markdown(meta, rows):
               r["parameter"].replace("||A||", "‖A‖")] for r in rows]
     lines += markdown_table(["method", "Shepp-Logan PSNR (dB)", "SSIM", "test ellipses PSNR", "SSIM",
                              "recon. time (s)", "setting"], table)
+    for item in meta.get("appended", []):
+        lines += ["", f"Rows {', '.join(item['models'])} appended with `--append` on {item['date']}."]
+    checks = self_supervised_checks(rows)
+    if checks:
+        lines += ["", "Self-supervised against supervised training of the same model and steps:", ""] + checks
     return "\n".join(lines) + "\n"
 
 
