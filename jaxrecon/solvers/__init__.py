@@ -5,7 +5,7 @@ from .admm import PENALTIES, admm, linearised_admm
 from .banach import banach_landweber, duality_map
 from .ista import fista, ista
 from .iterate import RESULTS, Solution, any_of, iterate, solution
-from .kaczmarz import kaczmarz, sart
+from .kaczmarz import kaczmarz, sart, sirt
 from .landweber import landweber
 from .plug_and_play import gs_pnp, pnp_admm, pnp_hqs, pnp_pgd, red
 from .proximal import (
@@ -60,6 +60,7 @@ __all__ = [
     "red",
     "sart",
     "sgd",
+    "sirt",
     "soft_threshold",
     "solution",
     "svd_filter",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxrecon.operators import MatrixOperator, ParallelBeamGeometry, RadonTransform
-from jaxrecon.solvers.kaczmarz import kaczmarz, sart
+from jaxrecon.solvers.kaczmarz import kaczmarz, sart, sirt
 from jaxrecon.solvers.tikhonov import as_matrix
 
 
@@ -220,3 +220,62 @@ def test_sart_bad_input(small_ct):
         sart(op, y, order="random")
     with pytest.raises(TypeError, match="sart expects a RadonTransform, got MatrixOperator"):
         sart(MatrixOperator(jnp.ones((3, 2))), jnp.ones(3))
+
+
+# ---------------------------------------------------------------- SIRT
+
+
+def test_sirt_is_the_dense_recursion_and_sart_with_one_block(small_ct):
+    op, m = small_ct
+    rng = np.random.default_rng(7)
+    y = np.asarray(op(jnp.asarray(disc_phantom(12)))) + 0.05 * rng.standard_normal((12, 17))
+    sol = sirt(op, jnp.asarray(y), relaxation=0.9, max_iter=3)
+    np.testing.assert_allclose(np.asarray(sol.x).ravel(), numpy_sart(m, y, 12, [list(range(12))], 3, 0.9),
+                               atol=1e-11)
+    one_block = sart(op, jnp.asarray(y), block_size=12, relaxation=0.9, max_iter=3)
+    np.testing.assert_allclose(sol.x, one_block.x, atol=1e-11)
+    sol = sirt(op, jnp.asarray(y), relaxation=1.5, nonnegative=True, max_iter=2)
+    expected = numpy_sart(m, y, 12, [list(range(12))], 2, 1.5, nonnegative=True)
+    np.testing.assert_allclose(np.asarray(sol.x).ravel(), expected, atol=1e-11)
+    assert np.all(np.asarray(sol.x) >= 0) and int(sol.iterations) == 2
+
+
+def test_sirt_solves_a_consistent_matrix_system_and_vmaps():
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0, 1, (40, 8)) * (rng.uniform(size=(40, 8)) < 0.6)  # non-negative, some zeros
+    a[5] = 0.0  # a ray that misses everything: contributes nothing
+    x_true = rng.uniform(0.5, 1.5, 8)
+    op, y = MatrixOperator(jnp.asarray(a)), jnp.asarray(a @ x_true)
+    sol = jax.jit(lambda y: sirt(op, y, max_iter=4000, tol=1e-13))(y)
+    assert bool(sol.converged)
+    np.testing.assert_allclose(sol.x, x_true, rtol=1e-9)
+    run = jax.jit(jax.vmap(lambda y, w: sirt(op, y, relaxation=w, max_iter=5).x))
+    many = run(jnp.stack([y, 2 * y]), jnp.array([0.5, 1.0]))
+    np.testing.assert_allclose(many[1], sirt(op, 2 * y, relaxation=1.0, max_iter=5).x, rtol=1e-12)
+
+
+def test_sirt_on_a_cone_beam_volume():
+    from jaxrecon.operators import ConeBeamGeometry, XRayTransform
+
+    geom = ConeBeamGeometry.uniform((8, 8, 8), 16, (20, 20), 24.0, 12.0)
+    op = XRayTransform(geom)
+    x_true = jnp.zeros((8, 8, 8)).at[2:6, 3:6, 2:5].set(1.0)
+    sol = jax.jit(lambda y: sirt(op, y, nonnegative=True, max_iter=60, history=True, reference=x_true))(op(x_true))
+    residual, error = np.asarray(sol.history["residual"]), np.asarray(sol.history["error"])
+    assert residual[-1] < 0.05 * residual[0] and error[-1] < 0.5 * error[0]
+    assert float(sol.x.min()) >= 0
+
+
+def test_sirt_bad_input(small_ct):
+    op, _ = small_ct
+    y = jnp.zeros(op.out_shape)
+    with pytest.raises(TypeError, match="expects a LinearOperator"):
+        sirt(np.eye(3), jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"data of shape \(12, 17\) \(op.out_shape\), got \(12, 16\)"):
+        sirt(op, jnp.zeros((12, 16)))
+    with pytest.raises(ValueError, match=r"x0 of shape \(12, 12\)"):
+        sirt(op, y, x0=jnp.zeros((11, 12)))
+    with pytest.raises(ValueError, match="0 < relaxation < 2"):
+        sirt(op, y, relaxation=2.0)
+    with pytest.raises(TypeError, match="real floating-point data"):
+        sirt(op, jnp.zeros(op.out_shape, jnp.int32))
