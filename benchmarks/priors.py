@@ -240,7 +240,7 @@ def markdown(meta, rows):
     lines += markdown_table(["method", "Shepp-Logan PSNR (dB)", "SSIM", "test ellipses PSNR", "SSIM",
                              "recon. time (s)", "setting"], table)
     for item in meta.get("appended", []):
-        lines += ["", f"Rows {', '.join(item['models'])} appended with `--append` on {item['date']}."]
+        lines += ["", f"Rows {'; '.join(repr(m) for m in item['models'])} appended with `--append` on {item['date']}."]
     checks = self_supervised_checks(rows)
     if checks:
         lines += ["", "Self-supervised against supervised training of the same model and steps:", ""] + checks

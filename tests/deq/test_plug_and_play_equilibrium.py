@@ -7,6 +7,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from _image_matrix import ImageMatrix
 from jaxrecon.deq import DEProx, EquilibriumRegularisation, spectral_normalise
@@ -32,6 +33,7 @@ def _as_image_map(net):  # the normalised (1, H, W) network as the solvers' (H, 
     return eqx.Partial(lambda n, v: n(v[None])[0], spectral_normalise(net, (N, N)))
 
 
+@pytest.mark.slow  # ~10 s idle, 30 s under load: the RED test below keeps the idea in the default run
 def test_deprox_is_pnp_pgd_and_its_implicit_gradient_is_the_unrolled_limit():
     model = DEProx(OP, NET, weight=None, step=1.0, init="zero", tol=1e-13, max_iter=400, backward_tol=1e-13)
     step = float(model.step) / float(model.op_norm) ** 2  # the same PnP step in the solver's units
