@@ -31,7 +31,8 @@ mean squared error against the truth, `reconstruction_loss_fn`; the default) or 
 that never sees a truth (`jaxrecon.train.self_supervised`; the training batches then carry no `x`,
 validation still scores against truths): `"noise2inverse"` (options `num_splits` 2, `domain`
 "measurement", `filter` "ram-lak"), `"sure"` (`noise_level`: the data's, `epsilon` 0.01) and `"ei"`
-(robust equivariant imaging: `alpha` 1, `noise_level`: the data's, `epsilon` 0.01). Their randomness is
+(robust equivariant imaging: `alpha` None, the authors' balance of `equivariant_imaging_loss_fn`,
+`noise_level`: the data's, `epsilon` 0.01). Their randomness is
 seeded by the config's seed.
 
 Models: `"unet"` (FBP + U-Net), `"pgd"`, `"lista"`, `"lgd"`, `"lpd"` (`jaxrecon.nets`) and the deep
@@ -157,7 +158,7 @@ LOSSES = ("supervised", "noise2inverse", "ei", "sure")
 _LOSS_OPTIONS = {
     "supervised": {},
     "noise2inverse": {"num_splits": 2, "domain": "measurement", "filter": "ram-lak"},
-    "ei": {"alpha": 1.0, "noise_level": None, "epsilon": 1e-2},
+    "ei": {"alpha": None, "noise_level": None, "epsilon": 1e-2},
     "sure": {"noise_level": None, "epsilon": 1e-2},
 }
 

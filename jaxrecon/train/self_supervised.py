@@ -407,7 +407,8 @@ class EquivariantImagingLoss(eqx.Module):
 
 
 def equivariant_imaging_loss_fn(
-    op: LinearOperator, alpha: float = 1.0, *, noise_level: float | None = None, epsilon: float = 1e-2, seed: int = 0
+    op: LinearOperator, alpha: float | None = None, *, noise_level: float | None = None, epsilon: float = 1e-2,
+    seed: int = 0
 ) -> EquivariantImagingLoss:
     r"""Equivariant imaging (Chen, Tachella & Davies, ICCV 2021; robust form, CVPR 2022) with random rotations.
 
@@ -433,7 +434,10 @@ def equivariant_imaging_loss_fn(
 
     Args:
         op: the forward operator $A$ (real `(H, W)` images).
-        alpha: the weight of the equivariance term (> 0; the paper's 1 with our units).
+        alpha: the weight of the equivariance term (> 0). Default: $100\,m/(n\|A\|^2)$ ($m$ measurements,
+            $n$ pixels), the balance of the authors' CT code (weight 100 on per-element mean squared errors
+            of both terms) in this loss's units (0.036 on the quick preset). Measured on the quick preset
+            (learned primal-dual, 250 steps): validation PSNR 31.00 dB with it, 30.12 dB with `alpha=1`.
         noise_level: the data's relative noise level (robust EI), or None for noise-free EI.
         epsilon: SURE's probe step relative to $\sigma$ (with `noise_level`).
         seed: folded into the per-sample key of the angle, the noise and the probe (module docstring).
@@ -446,7 +450,10 @@ def equivariant_imaging_loss_fn(
     _check_op(op, fn)
     if len(op.in_shape) != 2 or op.in_complex:
         raise ValueError(f"{fn} rotates real (H, W) images; got an operator with in_shape {tuple(op.in_shape)}")
+    norm2 = _norm2(op, _dtype_of(op))
+    if alpha is None:
+        alpha = 100 * math.prod(op.out_shape) / (math.prod(op.in_shape) * float(norm2))
     alpha = _check_number(alpha, "alpha", fn, positive=True)
     noise_level = _check_number(noise_level, "noise_level", fn, positive=True, allow_none=True)
     epsilon = _check_number(epsilon, "epsilon", fn, positive=True)
-    return EquivariantImagingLoss(op, _norm2(op, _dtype_of(op)), alpha, noise_level, epsilon, _check_seed(seed, fn))
+    return EquivariantImagingLoss(op, norm2, alpha, noise_level, epsilon, _check_seed(seed, fn))

@@ -329,3 +329,14 @@ def test_experiment_trains_without_truths(monkeypatch):
     assert isinstance(seen["loss"], type(LOSSES["noise2inverse"])) and seen["loss"].domain == "measurement"
     assert seen["batch"].x is None and seen["batch"].y.shape == (4, 6, 23)  # no truth reaches the step
     assert seen["config"] == config and seen["config"]["train"]["loss"] == "noise2inverse" and seen["steps"] == 2
+
+
+def test_ei_default_weight_is_the_authors_balance_in_our_units():
+    """alpha = 100 m / (n ||A||^2): weight 100 on per-element means (the EI authors' CT code) in units where
+    the measurement term is divided by n ||A||^2; an explicit alpha is kept as given."""
+    from jaxrecon.operators import operator_norm
+
+    m, n = math.prod(OP.out_shape), math.prod(OP.in_shape)
+    expected = 100 * m / (n * float(operator_norm(OP)) ** 2)
+    np.testing.assert_allclose(equivariant_imaging_loss_fn(OP).alpha, expected, rtol=1e-3)
+    assert equivariant_imaging_loss_fn(OP, alpha=0.5).alpha == 0.5
