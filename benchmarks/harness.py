@@ -15,6 +15,8 @@ What ran it:
 Timing, workers and peers:
 
 - `median_seconds(fn, *args)`: median wall time after a warm-up call (compile time reported apart);
+- `wall_cpu_seconds(fn, repeats)`: the same with CPU time (how many cores a method used), numpy only, so
+  that workers in peers' environments time the same way; `peak_rss_mb()`: the process's peak resident memory;
 - `run_worker(cmd)` / `send_result(data)`: run a worker process (a script in a fresh process, or in a
   peer's interpreter) and read the JSON result it sends;
 - `peer_python(name, requirements)`: the interpreter of a virtual environment under
@@ -118,6 +120,29 @@ def median_seconds(fn, *args, repeats: int = 5) -> tuple[float, float]:
     from jaxrecon.train.experiment import timed
 
     return timed(fn, *args, repeats=repeats)
+
+
+def wall_cpu_seconds(fn, repeats: int = 5) -> dict:
+    """Median wall and CPU seconds of `repeats` calls of `fn()` (which must block until its result is
+    ready) after one warm-up call, timed apart: `dict(seconds, cpu_seconds, first_call_seconds)`. CPU time
+    is the whole process's (all threads), so `cpu_seconds / seconds` is the number of cores used."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    walls, cpus = [], []
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return dict(seconds=float(np.median(walls)), cpu_seconds=float(np.median(cpus)), first_call_seconds=first)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (`ru_maxrss`; Linux reports KiB), in MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class WorkerError(RuntimeError):
