@@ -218,7 +218,7 @@ def _worker_rss(spec):
 
     n, _, det = spec["memory"]
     g = cone_geometry(n, spec["views"], det)
-    after_import = peak_rss_mb()
+    after_import = peak_rss_mb()  # imports and the geometry
     forward = spec["direction"] == "forward"
     arg = jnp.ones(g.shape if forward else g.sinogram_shape, jnp.float32)
     fn = jax.jit(lambda a, g: (project if forward else backproject)(a, g))
@@ -411,9 +411,9 @@ def markdown(data) -> str:
             [r["direction"], f"{r['views']}{'' if r['views'] % r['batch_size'] == 0 else '*'}", r["batch_size"],
              *(f"{r[k]:.1f}" for k in ("temp", "argument", "output", "total")),
              f"{r['compile_seconds']:.1f}"] for r in data["memory"]["xla"]])
-        lines += ["", "Peak resident memory (`ru_maxrss`) of a fresh process for one real run at the default batch size "
+        lines += ["", "Peak resident memory (`VmHWM`, see `harness.peak_rss_mb`) of a fresh process for one real run at the default batch size "
                   f"({data['settings']['default_batch_size']} views), MiB; 'before run' includes the JAX runtime, the input and the compiled executable:", ""]
-        lines += markdown_table(["direction", "views run", "input", "output", "after import", "before run", "peak",
+        lines += markdown_table(["direction", "views run", "input", "output", "after imports", "before run", "peak",
                                  "compile s", "run s"], [
             [r["direction"], f"{r['views']} of {views}", f"{r['input_mb']:.1f}", f"{r['output_mb']:.1f}",
              f"{r['rss_after_import_mb']:.0f}", f"{r['peak_rss_before_run_mb']:.0f}", f"{r['peak_rss_mb']:.0f}",

@@ -16,7 +16,8 @@ Timing, workers and peers:
 
 - `median_seconds(fn, *args)`: median wall time after a warm-up call (compile time reported apart);
 - `wall_cpu_seconds(fn, repeats)`: the same with CPU time (how many cores a method used), numpy only, so
-  that workers in peers' environments time the same way; `peak_rss_mb()`: the process's peak resident memory;
+  that workers in peers' environments time the same way; `peak_rss_mb()`: the process's own peak resident
+  memory (not its parent's);
 - `run_worker(cmd)` / `send_result(data)`: run a worker process (a script in a fresh process, or in a
   peer's interpreter) and read the JSON result it sends;
 - `peer_python(name, requirements)`: the interpreter of a virtual environment under
@@ -139,10 +140,20 @@ def wall_cpu_seconds(fn, repeats: int = 5) -> dict:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (`ru_maxrss`; Linux reports KiB), in MiB."""
+    """Peak resident memory of this process so far, in MiB: Linux's `VmHWM` (/proc/self/status), else
+    `ru_maxrss`. Not `ru_maxrss` where `VmHWM` exists: Linux carries the high-water mark of the image a
+    process replaced by `exec` into it, so a worker started by `subprocess` reports its parent's peak if
+    that is larger (measured: 427 MiB for a 14 MiB child of a 427 MiB parent)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux (bytes on macOS)
 
 
 class WorkerError(RuntimeError):
