@@ -15,6 +15,9 @@ What ran it:
 Timing, workers and peers:
 
 - `median_seconds(fn, *args)`: median wall time after a warm-up call (compile time reported apart);
+- `wall_cpu_seconds(fn, repeats)`: the same with CPU time (how many cores a method used), numpy only, so
+  that workers in peers' environments time the same way; `peak_rss_mb()`: the process's own peak resident
+  memory (not its parent's);
 - `run_worker(cmd)` / `send_result(data)`: run a worker process (a script in a fresh process, or in a
   peer's interpreter) and read the JSON result it sends;
 - `peer_python(name, requirements)`: the interpreter of a virtual environment under
@@ -118,6 +121,39 @@ def median_seconds(fn, *args, repeats: int = 5) -> tuple[float, float]:
     from jaxrecon.train.experiment import timed
 
     return timed(fn, *args, repeats=repeats)
+
+
+def wall_cpu_seconds(fn, repeats: int = 5) -> dict:
+    """Median wall and CPU seconds of `repeats` calls of `fn()` (which must block until its result is
+    ready) after one warm-up call, timed apart: `dict(seconds, cpu_seconds, first_call_seconds)`. CPU time
+    is the whole process's (all threads), so `cpu_seconds / seconds` is the number of cores used."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    walls, cpus = [], []
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return dict(seconds=float(np.median(walls)), cpu_seconds=float(np.median(cpus)), first_call_seconds=first)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB: Linux's `VmHWM` (/proc/self/status), else
+    `ru_maxrss`. Not `ru_maxrss` where `VmHWM` exists: Linux carries the high-water mark of the image a
+    process replaced by `exec` into it, so a worker started by `subprocess` reports its parent's peak if
+    that is larger (measured: 427 MiB for a 14 MiB child of a 427 MiB parent)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux (bytes on macOS)
 
 
 class WorkerError(RuntimeError):

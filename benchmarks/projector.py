@@ -27,24 +27,11 @@ import time
 
 import numpy as np
 
-from harness import RESULTS, command, markdown_table, run_worker, send_result, versions, write_results
+from harness import (RESULTS, command, markdown_table, run_worker, send_result, versions, wall_cpu_seconds,
+                     write_results)
 
 LIBRARIES = ("jaxrecon", "astra-linear", "astra-line", "skimage")
 BATCH = 16
-
-
-def _timed(fn, repeats):
-    """Median wall and CPU seconds of `repeats` calls (after one warm-up call, timed separately)."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    walls, cpus = [], []
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    return dict(seconds=float(np.median(walls)), cpu_seconds=float(np.median(cpus)), first_call_seconds=first)
 
 
 def _phantom(n):
@@ -69,7 +56,7 @@ def _worker_jaxrecon(n, repeats):
     batched = jax.jit(jax.vmap(radon, (0, None)))
     out = {}
     for name, f, arg in [("forward", fwd, x), ("backproject", adj, y), ("fbp", rec, y), ("forward_batch16", batched, xs)]:
-        r = _timed(lambda: jax.block_until_ready(f(arg, geom)), repeats)
+        r = wall_cpu_seconds(lambda: jax.block_until_ready(f(arg, geom)), repeats)
         r["compile_seconds"] = max(0.0, r["first_call_seconds"] - r["seconds"])
         out[name] = r
     return out
@@ -115,7 +102,7 @@ def _worker_astra(n, repeats, projector):
         for _ in range(BATCH):
             forward()
 
-    return {name: _timed(f, repeats) for name, f in
+    return {name: wall_cpu_seconds(f, repeats) for name, f in
             [("forward", forward), ("backproject", backproject), ("fbp", fbp), ("forward_batch16", forward_batch)]}
 
 
@@ -127,8 +114,8 @@ def _worker_skimage(n, repeats):
     y = radon(x, theta=theta, circle=False)
     reps = repeats if n <= 256 else max(2, repeats // 3)  # radon is slow at 512
     return {
-        "forward": _timed(lambda: radon(x, theta=theta, circle=False), reps),
-        "fbp": _timed(lambda: iradon(y, theta=theta, filter_name="ramp", circle=False, output_size=n), reps),
+        "forward": wall_cpu_seconds(lambda: radon(x, theta=theta, circle=False), reps),
+        "fbp": wall_cpu_seconds(lambda: iradon(y, theta=theta, filter_name="ramp", circle=False, output_size=n), reps),
     }
 
 
