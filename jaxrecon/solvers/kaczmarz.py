@@ -50,6 +50,25 @@ def _check_key(key, name, why):
     return key
 
 
+def _data_and_start(name, op, y, x0):
+    """`(y, x0)` as arrays of the operator's shapes (x0 default zeros), with clear errors."""
+    y = jnp.asarray(y)
+    if y.shape != tuple(op.out_shape):
+        raise ValueError(f"{name} expects data of shape {tuple(op.out_shape)} (op.out_shape), got {y.shape}")
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        raise TypeError(f"{name} expects real floating-point data, got dtype {y.dtype}")
+    x = jnp.zeros(op.in_shape, y.dtype) if x0 is None else jnp.asarray(x0, y.dtype)
+    if x.shape != tuple(op.in_shape):
+        raise ValueError(f"{name} expects x0 of shape {tuple(op.in_shape)} (op.in_shape), got {x.shape}")
+    return y, x
+
+
+def _inverse(a):
+    """1/a where a > 0, else 0 (rays that miss the image, pixels no ray sees contribute nothing)."""
+    ok = a > 0
+    return jnp.where(ok, 1 / jnp.where(ok, a, 1), 0)
+
+
 def _run(sweep, x, key, residual_of, max_iter, *, data, delta, tau, tol, reference, history):
     """Drive `sweep(x, key) -> (x, key)` with the shared stopping rules and records."""
     need_res = delta is not None or history
@@ -214,14 +233,7 @@ def sart(
         raise TypeError(f"sart expects a RadonTransform, got {type(op).__name__}; use kaczmarz for matrices")
     geom = op.geom
     num_angles = geom.num_angles
-    y = jnp.asarray(y)
-    if y.shape != tuple(op.out_shape):
-        raise ValueError(f"sart expects data of shape {tuple(op.out_shape)}, got {y.shape}")
-    if not jnp.issubdtype(y.dtype, jnp.floating):
-        raise TypeError(f"sart expects real floating-point data, got dtype {y.dtype}")
-    x = jnp.zeros(op.in_shape, y.dtype) if x0 is None else jnp.asarray(x0, y.dtype)
-    if x.shape != tuple(op.in_shape):
-        raise ValueError(f"sart expects x0 of shape {tuple(op.in_shape)}, got {x.shape}")
+    y, x = _data_and_start("sart", op, y, x0)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1 or num_angles % block_size:
         raise ValueError(
             f"sart expects a block_size (int) dividing the number of angles {num_angles}, got {block_size!r}"
@@ -246,8 +258,7 @@ def sart(
             raise ValueError(f"sart expects order to be a permutation of range({num_angles})")
     if key is None:
         key = jax.random.PRNGKey(0)  # unused
-    ray_sums = op.mv(jnp.ones(op.in_shape, y.dtype))  # R for every ray; a block gathers its rows
-    inv_r = jnp.where(ray_sums > 0, 1 / jnp.where(ray_sums > 0, ray_sums, 1), 0)
+    inv_r = _inverse(op.mv(jnp.ones(op.in_shape, y.dtype)))  # 1/R for every ray; a block gathers its rows
     ones = jnp.ones((block_size, geom.num_detectors), y.dtype)
 
     def block_step(angle_idx, x):
@@ -316,23 +327,12 @@ def sirt(
         raise TypeError(f"sirt expects a LinearOperator (e.g. XRayTransform(geom)), got {type(op).__name__}")
     if op.in_complex:
         raise TypeError("sirt expects a real operator (non-negative weights), got one with complex images")
-    y = jnp.asarray(y)
-    if y.shape != tuple(op.out_shape):
-        raise ValueError(f"sirt expects data of shape {tuple(op.out_shape)} (op.out_shape), got {y.shape}")
-    if not jnp.issubdtype(y.dtype, jnp.floating):
-        raise TypeError(f"sirt expects real floating-point data, got dtype {y.dtype}")
-    x = jnp.zeros(op.in_shape, y.dtype) if x0 is None else jnp.asarray(x0, y.dtype)
-    if x.shape != tuple(op.in_shape):
-        raise ValueError(f"sirt expects x0 of shape {tuple(op.in_shape)} (op.in_shape), got {x.shape}")
+    y, x = _data_and_start("sirt", op, y, x0)
     relaxation = _check_relaxation(relaxation, "sirt")
     _check_common("sirt", delta, tau, tol)
 
-    def inverse(a):
-        ok = a > 0
-        return jnp.where(ok, 1 / jnp.where(ok, a, 1), 0)
-
-    inv_r = inverse(op.mv(jnp.ones(op.in_shape, y.dtype)))
-    inv_c = inverse(op.rmv(jnp.ones(op.out_shape, y.dtype)))
+    inv_r = _inverse(op.mv(jnp.ones(op.in_shape, y.dtype)))
+    inv_c = _inverse(op.rmv(jnp.ones(op.out_shape, y.dtype)))
 
     def sweep(x, key):
         x = x + relaxation * inv_c * op.rmv(inv_r * (y - op.mv(x)))

@@ -208,7 +208,7 @@ def test_sart_vmap_over_data_and_keys_and_stopping(small_ct):
 def test_sart_bad_input(small_ct):
     op, _ = small_ct
     y = jnp.zeros((12, 17))
-    with pytest.raises(ValueError, match=r"sart expects data of shape \(12, 17\), got \(12, 16\)"):
+    with pytest.raises(ValueError, match=r"sart expects data of shape \(12, 17\) \(op.out_shape\), got \(12, 16\)"):
         sart(op, jnp.zeros((12, 16)))
     with pytest.raises(ValueError, match="block_size .* dividing the number of angles 12, got 5"):
         sart(op, y, block_size=5)
