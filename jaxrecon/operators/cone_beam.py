@@ -15,29 +15,54 @@ $$ (Ax)_{v,r,c} = \frac{\|\rho\|}{|\rho_a|} \sum_k \mathrm{bilinear}(x_{a=k};\, 
 $\|\rho\|/|\rho_a|$ being the length of the ray between two planes (voxel units). This is the 3D form
 of the 2D Joseph projectors (`fan_beam.py`).
 
-**Adjoint.** `cone_backproject` is `jax.linear_transpose` of `cone_project`: the exact transpose by
-construction (the dot test holds to rounding, float64 and float32), with the geometry's derivatives
-(it is differentiable in the geometry as well). XLA turns each gather of the forward into a scatter-add:
-slower than the forward on CPU (`benchmarks/cone_beam.py`, shared 2-core CPU, float32: 1.7-4.7x at 32^3
-and 3.3-9.7x at 64^3, the larger `batch_size=32` at the low end). No matched gather-based adjoint yet.
+**Adjoint (gathers, circular and helical views).** When every view's detector rows run along $z$ and
+its columns horizontally, and no ray steps over $z$ planes (the geometry's static `adjoint_taps` is not
+`None`; see `cone_geometry.gather_adjoint_taps`), a ray's stepping axis $a \in \{y, x\}$, its position
+$p_\perp$ across the plane and its slope in the plane depend on its column $c$ only, and on plane $k$
+its height is affine in the row, $p_z = \alpha_{c,k} + t_{c,k}\Delta_r\, r$. The transpose then splits
+into two gathers per view:
+
+$$ a_{k,c,q_z} = \sum_r \Lambda(q_z - p_z(r, c, k))\, w_{rc}\, y_{rc}, \qquad
+   (A^\top y)_{q} = \sum_c \Lambda(q_\perp - p_\perp(c, q_a))\, a_{q_a, c, q_z}, $$
+
+$\Lambda(d) = \max(0, 1 - |d|)$ the bilinear tent: the first over the `adjoint_taps[0]` rows nearest the
+ray through height $q_z$ (a $(\max(Y, X), C, Z)$ array per view), the second over the
+`adjoint_taps[1]` columns nearest the ray through the voxel's $(x, y)$ (as the fan-beam adjoint),
+reading whole $z$ columns. Positions are recomputed with the forward's per-ray tables and arithmetic
+(`_at`: exact products, so XLA's FMA contraction cannot round them differently), so `cone_backproject`
+is the exact transpose of `cone_project`: the dot test holds to rounding in float32 too. Both are
+primitives (`_primitive.py`): each is the other's transpose, `vmap` folds into a batch axis, and the
+geometry derivatives differentiate the kernels' weights. Views run one at a time in the adjoint: its
+scratch is one view's $(\max(Y, X), C, Z)$ array plus the volume.
+
+**Adjoint (other views).** Tilted detectors (`ConeBeamVecGeometry` in general), rays steeper than the
+diagonal along $z$, or a geometry built from traced values (no static `adjoint_taps`) use
+`jax.linear_transpose` of the forward: exact too, but XLA turns each gather into a scatter-add, several
+times slower on CPU.
 
 **Memory.** Views run in chunks of `batch_size` through `lax.map`; inside a chunk, a loop over the
 $\max(Z, Y, X)$ planes keeps working arrays of size `batch_size x rows x cols`. The loop bodies are
-`jax.checkpoint`ed, so the transpose (and reverse-mode gradients) recompute each plane's indices and
-weights instead of storing them for every plane and view: XLA's scratch memory for the adjoint is the
-same for 32 and 128 views (2.5 MB at 32^3, 51 x 51 detector, `batch_size=8`, float32; 72 MB for
-32 views without the checkpoint) and grows with `batch_size`.
+`jax.checkpoint`ed, so the scatter transpose (and reverse-mode gradients in the geometry) recompute each
+plane's indices and weights instead of storing them for every plane and view: XLA's scratch memory for
+that adjoint is the same for 32 and 128 views (2.5 MB at 32^3, 51 x 51 detector, `batch_size=8`,
+float32; 72 MB for 32 views without the checkpoint) and grows with `batch_size`.
 """
 
 from __future__ import annotations
 
 from functools import partial
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.interpreters import ad
 from jaxtyping import Array, Float
 
-from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry, HelicalConeBeamGeometry
+from ._exact import madd, madd_int, split3
+from ._primitive import define, jvp_rule
+from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry, HelicalConeBeamGeometry, gather_adjoint_taps
+from .geometry import _is_concrete
 
 __all__ = ["cone_backproject", "cone_project"]
 
@@ -49,16 +74,58 @@ def _check_batch_size(batch_size):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
-def _view_projection(xp, src, centre, u, v, shape, det_shape):
-    """One view: `(rows, cols)` Joseph line integrals through the padded flat volume `xp`."""
+# --- Per-ray tables, shared by the forward and the gather adjoint ----------------------------------------
+
+
+def _slope_parts(g, planes):
+    """`g` as exact parts whose products with a plane index `k < planes` are exact (so FMA-invariant)."""
+    if g.dtype not in (jnp.float32, jnp.float64) or planes > 4096:
+        return split3(g)  # 8 (float32) / 18 (float64) bits each: exact for k < 2^16
+    itype, clear = (jnp.int64, 26) if g.dtype == jnp.float64 else (jnp.int32, 12)
+    hi = jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(g, itype) & ~((1 << clear) - 1), g.dtype)
+    return hi, g - hi  # 12 + 12 bits (float32): k * part is exact for k < 2^12
+
+
+def _at(start, k, parts):
+    """`start + k * slope` with the products exact: the same bits in every program, fused or not."""
+    for part in parts:
+        start = start + k * part
+    return start
+
+
+def _rays(src, centre, u, v, det_shape, dtype):
+    """The source `(3,)` and ray directions `(R, C, 3)` of one view, (z, y, x) order, FMA-invariant."""
     rows, cols = det_shape
-    dtype = xp.dtype
-    # Vectors in (z, y, x) order to match the volume axes.
     src, centre, u, v = (jnp.asarray(w, dtype)[::-1] for w in (src, centre, u, v))
-    tc = (jnp.arange(cols, dtype=dtype) - (cols - 1) / 2)[None, :, None]
-    tr = (jnp.arange(rows, dtype=dtype) - (rows - 1) / 2)[:, None, None]
-    ray = (centre - src) + tc * u + tr * v  # (R, C, 3)
-    return _joseph(xp, src, ray, shape, det_shape)
+    # 2t is an integer: t u = (2t)(u/2) exactly, so madd_int stays exact for even sizes (half-integer t).
+    two_c = (2 * jnp.arange(cols) - (cols - 1)).astype(dtype)[None, :, None]
+    two_r = (2 * jnp.arange(rows) - (rows - 1)).astype(dtype)[:, None, None]
+    base = jnp.broadcast_to(centre - src, (rows, cols, 3))
+    return src, madd_int(madd_int(base, two_c, u / 2), two_r, v / 2)
+
+
+def _ray_table(src, ray, shape):
+    """Per ray: dominant axis, the two other axes, their (start, slope parts) and the step length."""
+    dtype = ray.dtype
+    dom = jnp.argmax(jnp.abs(ray), axis=-1)  # (R, C): 0 = z, 1 = y, 2 = x
+    # The two other axes, in increasing order.
+    b1 = jnp.where(dom == 0, 1, 0)
+    b2 = jnp.where(dom == 2, 1, 2)
+    take = lambda vec, ax: jnp.take_along_axis(vec, ax[..., None], axis=-1)[..., 0]
+    src_b = jnp.broadcast_to(src, ray.shape)
+    half_b = jnp.broadcast_to((jnp.asarray(shape, dtype) - 1) / 2, ray.shape)
+    r_a = take(ray, dom)
+    s_a = take(src_b, dom)
+    starts, slopes = [], []
+    for b in (b1, b2):
+        g = take(ray, b) / r_a
+        slopes.append(_slope_parts(g, max(shape)))
+        starts.append(madd(take(src_b, b) + take(half_b, b), -(take(half_b, dom) + s_a), g))
+    weight = jnp.sqrt(jnp.sum(ray * ray, axis=-1)) / jnp.abs(r_a)
+    return dom, (b1, b2), starts, slopes, weight
+
+
+# --- Forward ---------------------------------------------------------------------------------------------
 
 
 def _joseph(xp, src, ray, shape, det_shape):
@@ -71,23 +138,7 @@ def _joseph(xp, src, ray, shape, det_shape):
     sizes = (nz, ny, nx)
     padded = (nz + 2 * _PAD, ny + 2 * _PAD, nx + 2 * _PAD)
     strides = (padded[1] * padded[2], padded[2], 1)
-    mag = jnp.abs(ray)
-    dom = jnp.argmax(mag, axis=-1)  # (R, C): 0 = z, 1 = y, 2 = x
-    # The two other axes, in increasing order.
-    b1 = jnp.where(dom == 0, 1, 0)
-    b2 = jnp.where(dom == 2, 1, 2)
-    take = lambda vec, ax: jnp.take_along_axis(vec, ax[..., None], axis=-1)[..., 0]
-    src_b = jnp.broadcast_to(src, ray.shape)
-    half = (jnp.asarray(sizes, dtype) - 1) / 2
-    half_b = jnp.broadcast_to(half, ray.shape)
-    r_a = take(ray, dom)
-    s_a = take(src_b, dom)
-    starts, slopes = [], []
-    for b in (b1, b2):
-        g = take(ray, b) / r_a
-        slopes.append(g)
-        starts.append(take(src_b, b) + take(half_b, b) - (take(half_b, dom) + s_a) * g)
-    weight = jnp.sqrt(jnp.sum(ray * ray, axis=-1)) / jnp.abs(r_a)
+    dom, (b1, b2), starts, slopes, weight = _ray_table(src, ray, shape)
     st = jnp.asarray(strides, jnp.int32)
     size = jnp.asarray(sizes, jnp.int32)
     st_a, st_1, st_2 = st[dom], st[b1], st[b2]
@@ -96,8 +147,8 @@ def _joseph(xp, src, ray, shape, det_shape):
 
     def body(k, acc):
         kk = jnp.minimum(k, n_a)  # planes past the end land on the zero border
-        p1 = starts[0] + k.astype(dtype) * slopes[0]
-        p2 = starts[1] + k.astype(dtype) * slopes[1]
+        kf = k.astype(dtype)
+        p1, p2 = _at(starts[0], kf, slopes[0]), _at(starts[1], kf, slopes[1])
         f1, f2 = jnp.floor(p1), jnp.floor(p2)
         w1, w2 = p1 - f1, p2 - f2
         i1 = jnp.clip(jnp.clip(f1, -_PAD, n_1.astype(dtype)).astype(jnp.int32), -_PAD, n_1)
@@ -117,13 +168,180 @@ def _joseph(xp, src, ray, shape, det_shape):
     return weight * acc
 
 
+def _project(x, src, centre, u, v, shape, det_shape, batch_size):
+    """Projections `(V, R, C)` of one volume; vectors `(V, 3)` each, (x, y, z) order."""
+    xp = jnp.pad(x, _PAD).reshape(-1)
+
+    def view(w):
+        s, ray = _rays(*w, det_shape, x.dtype)
+        return _joseph(xp, s, ray, shape, det_shape)
+
+    view = jax.checkpoint(view, prevent_cse=False)
+    return jax.lax.map(view, (src, centre, u, v), batch_size=batch_size)
+
+
+# --- Gather adjoint (module docstring) -------------------------------------------------------------------
+
+
+def _tent(d):
+    return jnp.maximum(0.0, 1.0 - jnp.abs(d))
+
+
+def _adjoint_view(y, src_xyz, centre, u, v, shape, det_shape, taps):
+    """One view's share of the adjoint, `(Y, X, Z)`. Needs rows along z, columns horizontal, no ray along z."""
+    nz, ny, nx = shape
+    rows, cols = det_shape
+    t_r, t_c = taps
+    dtype = y.dtype
+    get = lambda a, i: a.at[i].get(mode="promise_in_bounds")
+    src, ray = _rays(src_xyz, centre, u, v, det_shape, dtype)  # (z, y, x) order
+    dom, _, starts, slopes, weight = _ray_table(src, ray, shape)
+    half = (jnp.asarray(shape, dtype) - 1) / 2
+    axis = dom[0]  # (C,): 1 = y planes, 2 = x planes; the same on every row (no ray steps over z)
+
+    # Step 1: a[k, c, q_z] = sum over the t_r rows r nearest the ray through height q_z of
+    # tent(q_z - p_z(r, c, k)) w y, with p_z from the forward's tables (padded rows: zero data).
+    pad_rows = lambda a: jnp.pad(a.T, ((0, 0), (t_r, t_r)))  # (C, R + 2 t_r)
+    wy = pad_rows(weight * y).reshape(-1)
+    start_z, slope_z = pad_rows(starts[0]), tuple(pad_rows(p) for p in slopes[0])
+    row_len = rows + 2 * t_r
+    # Window: on plane k the ray of column c is at the fraction t = (k - half_a - S_a) / rho_a(c) of its
+    # path, so p_z(r) = S_z + half_z + t (rho_z(centre row) + (r - (R-1)/2) dr).
+    rho_a = jnp.take_along_axis(ray[0], axis[:, None], axis=-1)[:, 0]
+    src_a, half_a = src[axis], half[axis]
+    rho_z0, dr = centre[2] - src_xyz[2], v[2]
+    qz = jnp.arange(nz, dtype=dtype)[None, :]
+    col_base = (jnp.arange(cols) * row_len + t_r)[:, None]
+
+    def plane(k):
+        kf = k.astype(dtype)
+        t = (kf - half_a - src_a) / rho_a  # (C,)
+        r_mid = (rows - 1) / 2 + ((qz - src[0] - half[0]) / t[:, None] - rho_z0) / dr  # (C, Z)
+        first = (jnp.floor(jnp.clip(r_mid - t_r / 2, -t_r - 1, rows + t_r)) + 1).astype(jnp.int32)
+        pz = _at(start_z, kf, slope_z).reshape(-1)
+        acc = jnp.zeros((cols, nz), dtype)
+        for tap in range(t_r):
+            idx = col_base + jnp.clip(first + tap, -t_r, rows + t_r - 1)
+            acc = acc + _tent(qz - get(pz, idx)) * get(wy, idx)
+        return acc
+
+    a = jax.lax.map(plane, jnp.arange(max(ny, nx))).reshape(-1, nz)  # (planes * C, Z)
+
+    # Step 2: voxel (q_y, q_x) reads the t_c columns nearest the ray through its (x, y) position: column
+    # c steps over plane k = q_x (x planes) or q_y (y planes) and crosses it at p (the forward's table).
+    p_in, slope_in = starts[1][0], tuple(p[0] for p in slopes[1])  # (C,): the same on every row
+    qy = jnp.arange(ny)[:, None]
+    qx = jnp.arange(nx)[None, :]
+    py = qy.astype(dtype) - half[1] - src[1]
+    px = qx.astype(dtype) - half[2] - src[2]
+    dy, dx = centre[1] - src_xyz[1], centre[0] - src_xyz[0]
+    c_mid = (cols - 1) / 2 - (px * dy - py * dx) / (px * u[1] - py * u[0])  # the column through (x, y)
+    first = (jnp.floor(jnp.clip(c_mid - t_c / 2, -t_c - 1, cols + t_c)) + 1).astype(jnp.int32)
+    out = jnp.zeros((ny, nx, nz), dtype)
+    for tap in range(t_c):
+        c = first + tap
+        inside = (c >= 0) & (c < cols)
+        c = jnp.clip(c, 0, cols - 1)
+        along_x = get(axis, c) == 2
+        k = jnp.where(along_x, qx, qy)
+        p = _at(get(p_in, c), k.astype(dtype), tuple(get(s, c) for s in slope_in))
+        w = jnp.where(inside, _tent(jnp.where(along_x, qy, qx).astype(dtype) - p), 0)
+        out = out + w[..., None] * get(a, k * cols + c)
+    return out
+
+
+def _adjoint_gather(y, src, centre, u, v, shape, det_shape, taps):
+    """The adjoint `(Z, Y, X)` of one set of projections `(V, R, C)`, view by view."""
+    nz, ny, nx = shape
+
+    def body(i, acc):
+        return acc + _adjoint_view(y[i], src[i], centre[i], u[i], v[i], shape, det_shape, taps)
+
+    acc = jax.lax.fori_loop(0, y.shape[0], body, jnp.zeros((ny, nx, nz), y.dtype))
+    return jnp.transpose(acc, (2, 0, 1))
+
+
+# --- Primitives (`_primitive.py`), with four per-view geometry inputs: source, detector centre, u, v -----
+
+
+def _forward(x, src, centre, u, v, *, shape, det_shape, batch_size, taps):
+    del taps
+    return _project(x, src, centre, u, v, shape, det_shape, batch_size)
+
+
+def _adjoint(y, src, centre, u, v, *, shape, det_shape, batch_size, taps):
+    del batch_size
+    return _adjoint_gather(y, src, centre, u, v, shape, det_shape, taps)
+
+
+def _shared(raw):
+    """Several samples under one geometry: the kernel vmapped over the data only."""
+    return lambda vs, *geo, **statics: jax.vmap(lambda w: raw(w, *geo, **statics))(vs)
+
+
+cone_project_p, _run_forward = define(
+    "jaxrecon_cone_project", _forward, _shared(_forward),
+    lambda geo, st: (geo[0].shape[1],) + tuple(st["det_shape"]),
+)
+cone_backproject_p, _run_adjoint = define(
+    "jaxrecon_cone_backproject", _adjoint, _shared(_adjoint), lambda geo, st: tuple(st["shape"])
+)
+
+
+def _transpose_rule(partner, ct, v, *geo, **statics):
+    if any(ad.is_undefined_primal(g) for g in geo):
+        raise NotImplementedError("the cone-beam transform is not linear in its geometry")
+    nones = (None,) * len(geo)
+    if type(ct) is ad.Zero:
+        return (ad.Zero(v.aval),) + nones
+    return (partner.bind(ct, *geo, **statics),) + nones
+
+
+ad.primitive_jvps[cone_project_p] = partial(jvp_rule, cone_project_p, _run_forward)
+ad.primitive_jvps[cone_backproject_p] = partial(jvp_rule, cone_backproject_p, _run_adjoint)
+ad.primitive_transposes[cone_project_p] = partial(_transpose_rule, cone_backproject_p)
+ad.primitive_transposes[cone_backproject_p] = partial(_transpose_rule, cone_project_p)
+
+
+# --- Scatter adjoint (any view) ----------------------------------------------------------------------------
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4))  # eager calls compile once per shape
+def _project_any(x, vectors, shape, det_shape, batch_size):
+    return _project(x, *vectors, shape, det_shape, batch_size)
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _backproject_any(y, vectors, shape, det_shape, batch_size):
+    primal = jax.ShapeDtypeStruct(shape, y.dtype)
+    transpose = jax.linear_transpose(lambda x: _project(x, *vectors, shape, det_shape, batch_size), primal)
+    return transpose(y)[0]
+
+
+# --- Public functions --------------------------------------------------------------------------------------
+
+
 def _prepare(geom):
+    """The geometry's vectors and the gather adjoint's taps (`None`: the scatter adjoint)."""
     if not isinstance(geom, (ConeBeamGeometry, ConeBeamVecGeometry, HelicalConeBeamGeometry)):
         raise TypeError(
             "geom must be a ConeBeamGeometry, HelicalConeBeamGeometry or ConeBeamVecGeometry, got "
             f"{type(geom).__name__}"
         )
-    return geom._vectors()
+    if all(_is_concrete(a) for a in jax.tree_util.tree_leaves(geom)):
+        with jax.ensure_compile_time_eval():  # concrete vectors even inside jit
+            vectors = geom._vectors()
+        taps = gather_adjoint_taps(*(np.asarray(a, np.float64) for a in vectors), geom.shape, geom.det_shape)
+        return vectors, taps
+    vectors = geom._vectors()
+    taps = geom.adjoint_taps
+    if taps is not None:  # traced values, taps from the concrete ones at construction: still enough?
+        rows, cols, ok = gather_adjoint_taps(*vectors, geom.shape, geom.det_shape, xp=jnp)
+        bad = ~ok | (rows > taps[0]) | (cols > taps[1])
+        vectors = (eqx.error_if(vectors[0], bad, (
+            f"the cone-beam geometry needs more adjoint taps than its adjoint_taps {taps}, or no longer has "
+            "detector rows along z: it was changed after construction; build it from the new values")),) + tuple(vectors[1:])
+    return vectors, taps
 
 
 def _check_array(a, expected, name, what):
@@ -135,20 +353,6 @@ def _check_array(a, expected, name, what):
     if not jnp.issubdtype(a.dtype, jnp.floating):
         raise TypeError(f"{name} expects a real floating-point {what}, got dtype {a.dtype}")
     return a
-
-
-@partial(jax.jit, static_argnums=(2, 3, 4))  # eager calls compile once per shape
-def _project(x, vectors, shape, det_shape, batch_size):
-    xp = jnp.pad(x, _PAD).reshape(-1)
-    view = jax.checkpoint(lambda w: _view_projection(xp, *w, shape, det_shape), prevent_cse=False)
-    return jax.lax.map(view, vectors, batch_size=batch_size)
-
-
-@partial(jax.jit, static_argnums=(2, 3, 4))
-def _backproject(y, vectors, shape, det_shape, batch_size):
-    primal = jax.ShapeDtypeStruct(shape, y.dtype)
-    transpose = jax.linear_transpose(lambda x: _project(x, vectors, shape, det_shape, batch_size), primal)
-    return transpose(y)[0]
 
 
 def cone_project(
@@ -166,17 +370,23 @@ def cone_project(
         (4, 16, 16)
     """
     _check_batch_size(batch_size)
-    vectors = _prepare(geom)
+    vectors, taps = _prepare(geom)
     x = _check_array(x, geom.shape, "project", "a volume")
-    return _project(x, vectors, geom.shape, geom.det_shape, batch_size)
+    if taps is None:
+        return _project_any(x, vectors, geom.shape, geom.det_shape, batch_size)
+    geo = tuple(jnp.asarray(a, x.dtype)[None] for a in vectors)
+    return cone_project_p.bind(x[None], *geo, shape=geom.shape, det_shape=geom.det_shape, batch_size=batch_size,
+                               taps=taps)[0]
 
 
 def cone_backproject(
     y: Float[Array, "views rows cols"], geom: ConeBeamGeometry | HelicalConeBeamGeometry | ConeBeamVecGeometry, *, batch_size: int = 8
 ) -> Float[Array, "Z Y X"]:
-    r"""The exact adjoint $A^\top y$ of `cone_project` (`jax.linear_transpose`; not an FDK reconstruction).
+    r"""The exact adjoint $A^\top y$ of `cone_project` (not an FDK reconstruction).
 
-    $\langle Ax, y\rangle = \langle x, A^\top y\rangle$ to rounding. Usually called through `backproject`.
+    $\langle Ax, y\rangle = \langle x, A^\top y\rangle$ to rounding. Gathers for circular and helical views
+    (static `geom.adjoint_taps`), else `jax.linear_transpose` (module docstring); `batch_size` is the
+    latter's view chunk. Usually called through `backproject`.
 
     Example:
         >>> g = ConeBeamGeometry.uniform((8, 8, 8), 4, (16, 16), 30.0, 10.0)
@@ -184,6 +394,10 @@ def cone_backproject(
         (8, 8, 8)
     """
     _check_batch_size(batch_size)
-    vectors = _prepare(geom)
+    vectors, taps = _prepare(geom)
     y = _check_array(y, geom.sinogram_shape, "backproject", "projections")
-    return _backproject(y, vectors, geom.shape, geom.det_shape, batch_size)
+    if taps is None:
+        return _backproject_any(y, vectors, geom.shape, geom.det_shape, batch_size)
+    geo = tuple(jnp.asarray(a, y.dtype)[None] for a in vectors)
+    return cone_backproject_p.bind(y[None], *geo, shape=geom.shape, det_shape=geom.det_shape,
+                                   batch_size=batch_size, taps=taps)[0]

@@ -63,10 +63,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .fan_geometry import _user_stacklevel
+from .fan_geometry import _tap_bound, _tap_bound_jnp, _user_stacklevel
 from .geometry import _check_angles, _is_concrete
 
 __all__ = ["ConeBeamGeometry", "ConeBeamVecGeometry", "HelicalConeBeamGeometry"]
+
+_MAX_TAPS = 64  # beyond this (a source almost touching the volume) the scatter adjoint is used
 
 
 def _check_ints(value, name, n) -> tuple[int, ...]:
@@ -189,6 +191,45 @@ def _check_views(shape, det_shape, src, centre, u, v, name, warn_rows=True):
         )
 
 
+def gather_adjoint_taps(src, centre, u, v, shape, det_shape, xp=np):
+    r"""Static tap counts `(rows, cols)` of the gather-based cone-beam adjoint (`cone_beam.py`), or `None`.
+
+    The adjoint applies when every view's detector rows run along $z$ ($v = (0, 0, \Delta_r)$) and its
+    columns horizontally ($u_z = 0$: circular and helical orbits), and no ray steps over $z$ planes
+    ($|\rho_z| < \max(|\rho_x|, |\rho_y|)$ for every ray, a cone half-angle below ~35-45 degrees). A voxel
+    then reads the rows within $1/(t\Delta_r)$ of the ray through it, $t = |P - S|/|\rho|$ the fraction
+    of the source-detector path at which a ray enters the support prism (`rows` = 2/(min t Delta_r), with
+    1% margin), and the columns of the fan-beam bound of the horizontal geometry (`cols`). `xp=jnp`
+    returns the two bounds and the structure test as arrays (for `eqx.error_if` on traced geometries)."""
+    rows, cols = det_shape
+    d = centre - src
+    tc = xp.arange(cols) - (cols - 1) / 2
+    rx, ry = d[:, :1] + tc * u[:, :1], d[:, 1:2] + tc * u[:, 1:2]  # (V, C)
+    rz = xp.abs(d[:, 2]) + (rows - 1) / 2 * xp.abs(v[:, 2])  # (V,): the largest |rho_z| of each view
+    ok = (xp.all(v[:, :2] == 0) & xp.all(u[:, 2] == 0)
+          & xp.all(xp.maximum(xp.abs(rx), xp.abs(ry)) > rz[:, None] * (1 + 1e-6)))
+    if xp is np and not ok:
+        return None
+    half = ((shape[2] + 1) / 2, (shape[1] + 1) / 2)
+    entry, leave = xp.zeros_like(rx), xp.full_like(rx, xp.inf)
+    for r, s, h in ((rx, src[:, :1], half[0]), (ry, src[:, 1:2], half[1])):
+        safe = xp.where(r == 0, 1.0, r)
+        lo, hi = (-h - s) / safe, (h - s) / safe
+        inside = xp.abs(s) < h
+        entry = xp.maximum(entry, xp.where(r == 0, xp.where(inside, 0.0, xp.inf), xp.minimum(lo, hi)))
+        leave = xp.minimum(leave, xp.where(r == 0, xp.where(inside, xp.inf, -xp.inf), xp.maximum(lo, hi)))
+    t = xp.where(entry < leave, entry, xp.inf) * xp.abs(v[:, 2:3])  # rays missing the prism: no bound
+    row_bound = 2.0 / xp.maximum(xp.min(t), 1e-300) * 1.01
+    if xp is np:
+        if not row_bound < _MAX_TAPS:
+            return None
+        col_taps = _tap_bound(src[:, :2], d[:, :2], u[:, :2], False, shape[1:])
+        if col_taps > _MAX_TAPS:
+            return None
+        return max(1, math.ceil(row_bound + 1e-9)), col_taps
+    return row_bound, _tap_bound_jnp(src[:, :2], d[:, :2], u[:, :2], False, shape[1:]), ok
+
+
 def _circular_vectors(g):
     """Source, detector centre, u, v `(V, 3)` of the circular orbit (module docstring) of a geometry's leaves."""
     b = g.angles
@@ -223,6 +264,7 @@ class ConeBeamGeometry(eqx.Module):
     det_offset: Float[Array, 2]
     shape: tuple[int, int, int] = eqx.field(static=True)
     det_shape: tuple[int, int] = eqx.field(static=True)
+    adjoint_taps: tuple[int, int] | None = eqx.field(static=True)
 
     def __init__(self, shape, angles, det_shape, source_origin, origin_detector, det_spacing=(1.0, 1.0),
                  det_offset=(0.0, 0.0)):
@@ -244,9 +286,11 @@ class ConeBeamGeometry(eqx.Module):
                 f"the {shape} volume (plus the half-voxel interpolation margin); got {float(self.source_origin)}"
             )
         leaves = (self.angles, self.source_origin, self.origin_detector, self.det_spacing, self.det_offset)
+        self.adjoint_taps = None
         if all(_is_concrete(a) for a in leaves):
-            src, centre, u, v = (np.asarray(a, np.float64) for a in self._vectors())
-            _check_views(shape, det_shape, src, centre, u, v, "ConeBeamGeometry")
+            vectors = tuple(np.asarray(a, np.float64) for a in self._vectors())
+            _check_views(shape, det_shape, *vectors, "ConeBeamGeometry")
+            self.adjoint_taps = gather_adjoint_taps(*vectors, shape, det_shape)
 
     @classmethod
     def uniform(cls, shape, num_angles: int, det_shape, source_origin, origin_detector, det_spacing=(1.0, 1.0),
@@ -304,6 +348,7 @@ class ConeBeamVecGeometry(eqx.Module):
     detector_v: Float[Array, "angles 3"]
     shape: tuple[int, int, int] = eqx.field(static=True)
     det_shape: tuple[int, int] = eqx.field(static=True)
+    adjoint_taps: tuple[int, int] | None = eqx.field(static=True)
 
     def __init__(self, shape, source, detector_centre, detector_u, detector_v, det_shape):
         shape = _check_ints(shape, "shape", 3)
@@ -326,9 +371,11 @@ class ConeBeamVecGeometry(eqx.Module):
                 "source, detector_centre, detector_u and detector_v must have the same number of views, got "
                 + ", ".join(f"{k} {a.shape}" for k, a in arrays.items())
             )
+        self.adjoint_taps = None
         if all(_is_concrete(a) for a in arrays.values()):
-            _check_views(shape, det_shape, *(np.asarray(a, np.float64) for a in arrays.values()),
-                         "ConeBeamVecGeometry")
+            vectors = tuple(np.asarray(a, np.float64) for a in arrays.values())
+            _check_views(shape, det_shape, *vectors, "ConeBeamVecGeometry")
+            self.adjoint_taps = gather_adjoint_taps(*vectors, shape, det_shape)
         self.source = arrays["source"]
         self.detector_centre = arrays["detector_centre"]
         self.detector_u = arrays["detector_u"]
@@ -424,6 +471,7 @@ class HelicalConeBeamGeometry(eqx.Module):
     z_positions: Float[Array, " angles"]
     shape: tuple[int, int, int] = eqx.field(static=True)
     det_shape: tuple[int, int] = eqx.field(static=True)
+    adjoint_taps: tuple[int, int] | None = eqx.field(static=True)
 
     def __init__(self, shape, angles, det_shape, source_origin, origin_detector, pitch=None, det_spacing=(1.0, 1.0),
                  det_offset=(0.0, 0.0), *, z_start=0.0, z_positions=None):
@@ -451,10 +499,12 @@ class HelicalConeBeamGeometry(eqx.Module):
                 f"source_origin must exceed {rho:.4g}, the radius sqrt((X+1)^2+(Y+1)^2)/2 of the cylinder holding "
                 f"the {shape} volume (plus the half-voxel interpolation margin); got {float(self.source_origin)}"
             )
+        self.adjoint_taps = None
         if all(_is_concrete(a) for a in jax.tree_util.tree_leaves(self)):
-            src, centre, u, v = (np.asarray(a, np.float64) for a in self._vectors())
-            _check_views(shape, det_shape, src, centre, u, v, "HelicalConeBeamGeometry", warn_rows=False)
+            vectors = tuple(np.asarray(a, np.float64) for a in self._vectors())
+            _check_views(shape, det_shape, *vectors, "HelicalConeBeamGeometry", warn_rows=False)
             self._warn_axial_gaps()
+            self.adjoint_taps = gather_adjoint_taps(*vectors, shape, det_shape)
 
     def _warn_axial_gaps(self):
         r_so, r_od = float(self.source_origin), float(self.origin_detector)

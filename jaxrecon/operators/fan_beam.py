@@ -35,18 +35,17 @@ interpolation weights.
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
+from functools import partial
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.core import ShapedArray
-from jax.extend.core import Primitive
-from jax.interpreters import ad, batching, mlir
+from jax.interpreters import ad
 from jaxtyping import Array, Float
 
 from ._exact import madd, madd_int
+from ._primitive import define, jvp_rule
 from .fan_geometry import FanBeamGeometry, FanBeamVecGeometry, _tap_bound, _tap_bound_jnp
 
 __all__ = ["fan_project", "fan_backproject"]
@@ -203,93 +202,14 @@ def _adjoint_multi(ys, src, a_vec, u_vec, *, shape, num_detectors, curved, unrol
     return _adjoint_views(ys, src, a_vec, u_vec, shape, num_detectors, curved, unroll, taps, multi=True)
 
 
-# --- Primitives (the pattern of radon.py, with three per-view geometry inputs) -------------------------
-#
-# Every input has a leading batch axis: the data has size B, each geometry input size G in {1, B}.
-# G = 1 is one geometry shared by the batch (vmap over images): the multi-image kernels run.
+# --- Primitives (`_primitive.py`), with three per-view geometry inputs: source, A, U ----------------------
 
-_GEOMETRY_INPUTS = ("source", "A", "U")
-
-
-def _geometry_sizes(name, v, geo):
-    b = v.shape[0]
-    sizes = tuple(g.shape[0] for g in geo)
-    if any(g not in (1, b) for g in sizes):
-        raise ValueError(
-            f"{name}: geometry inputs {_GEOMETRY_INPUTS} must have leading size 1 or {b} (the batch), got {sizes}"
-        )
-    return b, sizes
-
-
-def _define(name, raw, multi, out_shape):
-    def run(v, *geo, **statics):
-        b, sizes = _geometry_sizes(name, v, geo)
-        if b > 1 and all(g == 1 for g in sizes):
-            return multi(v, *(g[0] for g in geo), **statics)
-        geo = tuple(jnp.broadcast_to(g, (b,) + g.shape[1:]) for g in geo)
-        return jax.vmap(partial(raw, **statics))(v, *geo)
-
-    def abstract_eval(v, *geo, **statics):
-        _geometry_sizes(name, v, geo)
-        return ShapedArray((v.shape[0],) + out_shape(geo, statics), v.dtype)
-
-    prim = Primitive(name)
-    jitted = lru_cache(maxsize=None)(lambda items: jax.jit(partial(run, **dict(items))))
-    prim.def_impl(lambda *args, **statics: jitted(tuple(sorted(statics.items())))(*args))
-    prim.def_abstract_eval(abstract_eval)
-    mlir.register_lowering(prim, mlir.lower_fun(run, multiple_results=False))
-
-    def batch_rule(args, dims, **statics):
-        size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
-        args = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)]
-        (v, *geo), (v_dim, *geo_dims) = args, dims
-        b = v.shape[0] if v_dim is None else v.shape[1]
-        if v_dim is None:
-            v = jnp.broadcast_to(v, (size,) + v.shape)
-        folded = [v.reshape((size * b,) + v.shape[2:])]
-        for g, d in zip(geo, geo_dims):
-            if d is None:
-                if g.shape[0] == 1:
-                    folded.append(g)
-                    continue
-                g = jnp.broadcast_to(g, (size,) + g.shape)
-            elif g.shape[1] != b:
-                g = jnp.broadcast_to(g, (size, b) + g.shape[2:])
-            folded.append(g.reshape((size * b,) + g.shape[2:]))
-        out = prim.bind(*folded, **statics)
-        return out.reshape((size, b) + out.shape[1:]), 0
-
-    batching.primitive_batchers[prim] = batch_rule
-    return prim, run
-
-
-fan_project_p, _run_forward = _define(
+fan_project_p, _run_forward = define(
     "jaxrecon_fan_project", _forward, _forward_multi, lambda geo, st: (geo[0].shape[1], st["num_detectors"])
 )
-fan_backproject_p, _run_adjoint = _define(
+fan_backproject_p, _run_adjoint = define(
     "jaxrecon_fan_backproject", _adjoint, _adjoint_multi, lambda geo, st: tuple(st["shape"])
 )
-
-
-def _jvp_rule(prim, run, primals, tangents, **statics):
-    v, *geo = primals
-    dv, *dgeo = tangents
-    out = prim.bind(v, *geo, **statics)
-    dout = None
-    if type(dv) is not ad.Zero:
-        dout = prim.bind(dv, *geo, **statics)
-    live = [i for i, t in enumerate(dgeo) if type(t) is not ad.Zero]
-    if live:
-
-        def of_geo(*g_live):
-            g = list(geo)
-            for i, gi in zip(live, g_live):
-                g[i] = gi
-            return run(v, *g, **statics)
-
-        _, dgeo_out = jax.jvp(of_geo, tuple(geo[i] for i in live), tuple(dgeo[i] for i in live))
-        dout = dgeo_out if dout is None else dout + dgeo_out
-    return out, ad.Zero.from_primal_value(out) if dout is None else dout
 
 
 def _transpose_rule(partner, ct, v, *geo, **statics):
@@ -307,8 +227,8 @@ def _transpose_rule(partner, ct, v, *geo, **statics):
     return (partner.bind(ct, *geo, **statics),) + nones
 
 
-ad.primitive_jvps[fan_project_p] = partial(_jvp_rule, fan_project_p, _run_forward)
-ad.primitive_jvps[fan_backproject_p] = partial(_jvp_rule, fan_backproject_p, _run_adjoint)
+ad.primitive_jvps[fan_project_p] = partial(jvp_rule, fan_project_p, _run_forward)
+ad.primitive_jvps[fan_backproject_p] = partial(jvp_rule, fan_backproject_p, _run_adjoint)
 ad.primitive_transposes[fan_project_p] = partial(_transpose_rule, fan_backproject_p)
 ad.primitive_transposes[fan_backproject_p] = partial(_transpose_rule, fan_project_p)
 

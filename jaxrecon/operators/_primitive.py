@@ -1,0 +1,95 @@
+r"""Linear projector primitives: a forward/adjoint pair, each the other's transpose, with geometry inputs.
+
+Shared by `fan_beam.py` and `cone_beam.py` (`radon.py` has the same pattern with named inputs). Every
+input has a leading batch axis: the data has size B, each geometry input size G in {1, B}; G = 1 is one
+geometry shared by the batch (vmap over images), where the multi-image kernel runs. `vmap` folds into
+that leading axis; `jvp_rule` differentiates in the data (the same primitive on the tangent, the map
+being linear) and in the geometry (through the raw kernel).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache, partial
+
+import jax
+import jax.numpy as jnp
+from jax.core import ShapedArray
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+__all__ = ["define", "jvp_rule"]
+
+
+def _geometry_sizes(name, v, geo):
+    b = v.shape[0]
+    sizes = tuple(g.shape[0] for g in geo)
+    if any(g not in (1, b) for g in sizes):
+        raise ValueError(f"{name}: geometry inputs must have leading size 1 or {b} (the batch), got {sizes}")
+    return b, sizes
+
+
+def define(name, raw, multi, out_shape):
+    """A primitive running `raw(v, *geo, **statics)` per sample (`multi` for a shared geometry).
+
+    Returns `(primitive, run)`; `out_shape(geo, statics)` is one sample's output shape."""
+    def run(v, *geo, **statics):
+        b, sizes = _geometry_sizes(name, v, geo)
+        if b > 1 and all(g == 1 for g in sizes):
+            return multi(v, *(g[0] for g in geo), **statics)
+        geo = tuple(jnp.broadcast_to(g, (b,) + g.shape[1:]) for g in geo)
+        return jax.vmap(partial(raw, **statics))(v, *geo)
+
+    def abstract_eval(v, *geo, **statics):
+        _geometry_sizes(name, v, geo)
+        return ShapedArray((v.shape[0],) + out_shape(geo, statics), v.dtype)
+
+    prim = Primitive(name)
+    jitted = lru_cache(maxsize=None)(lambda items: jax.jit(partial(run, **dict(items))))
+    prim.def_impl(lambda *args, **statics: jitted(tuple(sorted(statics.items())))(*args))
+    prim.def_abstract_eval(abstract_eval)
+    mlir.register_lowering(prim, mlir.lower_fun(run, multiple_results=False))
+
+    def batch_rule(args, dims, **statics):
+        size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+        args = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)]
+        (v, *geo), (v_dim, *geo_dims) = args, dims
+        b = v.shape[0] if v_dim is None else v.shape[1]
+        if v_dim is None:
+            v = jnp.broadcast_to(v, (size,) + v.shape)
+        folded = [v.reshape((size * b,) + v.shape[2:])]
+        for g, d in zip(geo, geo_dims):
+            if d is None:
+                if g.shape[0] == 1:
+                    folded.append(g)
+                    continue
+                g = jnp.broadcast_to(g, (size,) + g.shape)
+            elif g.shape[1] != b:
+                g = jnp.broadcast_to(g, (size, b) + g.shape[2:])
+            folded.append(g.reshape((size * b,) + g.shape[2:]))
+        out = prim.bind(*folded, **statics)
+        return out.reshape((size, b) + out.shape[1:]), 0
+
+    batching.primitive_batchers[prim] = batch_rule
+    return prim, run
+
+
+def jvp_rule(prim, run, primals, tangents, **statics):
+    """Register as `ad.primitive_jvps[prim] = partial(jvp_rule, prim, run)`."""
+    v, *geo = primals
+    dv, *dgeo = tangents
+    out = prim.bind(v, *geo, **statics)
+    dout = None
+    if type(dv) is not ad.Zero:
+        dout = prim.bind(dv, *geo, **statics)
+    live = [i for i, t in enumerate(dgeo) if type(t) is not ad.Zero]
+    if live:
+
+        def of_geo(*g_live):
+            g = list(geo)
+            for i, gi in zip(live, g_live):
+                g[i] = gi
+            return run(v, *g, **statics)
+
+        _, dgeo_out = jax.jvp(of_geo, tuple(geo[i] for i in live), tuple(dgeo[i] for i in live))
+        dout = dgeo_out if dout is None else dout + dgeo_out
+    return out, ad.Zero.from_primal_value(out) if dout is None else dout
