@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["split3", "madd_int", "madd"]
+__all__ = ["split3", "madd_int", "madd", "int_parts", "madd_parts"]
 
 
 def split3(a):
@@ -69,3 +69,22 @@ def _madd_jvp(primals, tangents):
     c, a, b = primals
     dc, da, db = tangents
     return madd(c, a, b), dc + da * b + a * db
+
+
+def int_parts(a, max_k: int):
+    """`a` as exact parts whose products with any integer `0 <= k < max_k` are exact: two parts of 12
+    (float32) or 27 (float64) bits when `max_k <= 4096`, else `split3`. Split once, outside a loop over k."""
+    if a.dtype not in (jnp.float32, jnp.float64) or max_k > 4096:
+        return split3(a)
+    itype, clear = (jnp.int64, 26) if a.dtype == jnp.float64 else (jnp.int32, 12)
+    hi = jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(a, itype) & ~((1 << clear) - 1), a.dtype)
+    return hi, a - hi
+
+
+def madd_parts(c, k, parts):
+    """`c + k * a` from `parts = int_parts(a, max_k)`, for an integer `k < max_k`: FMA-invariant (exact
+    products, summed in a fixed order). Derivatives in `a` flow through the last part (the masked leading
+    parts have zero derivative, the remainder `a - hi` carries all of `a`'s)."""
+    for part in parts:
+        c = c + k * part
+    return c

@@ -15,12 +15,14 @@ $$ (Ax)_{v,r,c} = \frac{\|\rho\|}{|\rho_a|} \sum_k \mathrm{bilinear}(x_{a=k};\, 
 $\|\rho\|/|\rho_a|$ being the length of the ray between two planes (voxel units). This is the 3D form
 of the 2D Joseph projectors (`fan_beam.py`).
 
-**Adjoint (gathers, circular and helical views).** When every view's detector rows run along $z$ and
-its columns horizontally, and no ray steps over $z$ planes (the geometry's static `adjoint_taps` is not
-`None`; see `cone_geometry.gather_adjoint_taps`), a ray's stepping axis $a \in \{y, x\}$, its position
-$p_\perp$ across the plane and its slope in the plane depend on its column $c$ only, and on plane $k$
-its height is affine in the row, $p_z = \alpha_{c,k} + t_{c,k}\Delta_r\, r$. The transpose then splits
-into two gathers per view:
+**Rows along $z$ (circular and helical views): column tables and a gather adjoint.** When every view's
+detector rows run along $z$ and its columns horizontally, and no ray steps over $z$ planes (the
+geometry's static `adjoint_taps` is not `None`; see `cone_geometry.gather_adjoint_taps`), a ray's
+stepping axis $a \in \{y, x\}$ and its in-plane index $p_\perp(c, k)$ depend on its column $c$ only, and
+its height index on plane $k$ is affine in the row: $p_z = P_{c,k} + r\,B_{c,k}$ with
+$B_{c,k} = t_{c,k}\Delta_r$, $t_{c,k} = (k - \tfrac{N_a-1}{2} - S_a)/\rho_a(c)$ the fraction of the ray's
+path at the plane. The forward computes positions this way (per column and plane, then per row), and the
+transpose splits into two gathers per view:
 
 $$ a_{k,c,q_z} = \sum_r \Lambda(q_z - p_z(r, c, k))\, w_{rc}\, y_{rc}, \qquad
    (A^\top y)_{q} = \sum_c \Lambda(q_\perp - p_\perp(c, q_a))\, a_{q_a, c, q_z}, $$
@@ -28,20 +30,22 @@ $$ a_{k,c,q_z} = \sum_r \Lambda(q_z - p_z(r, c, k))\, w_{rc}\, y_{rc}, \qquad
 $\Lambda(d) = \max(0, 1 - |d|)$ the bilinear tent: the first over the `adjoint_taps[0]` rows nearest the
 ray through height $q_z$ (a $(\max(Y, X), C, Z)$ array per view), the second over the
 `adjoint_taps[1]` columns nearest the ray through the voxel's $(x, y)$ (as the fan-beam adjoint),
-reading whole $z$ columns. Positions are recomputed with the forward's per-ray tables and arithmetic
-(`_at`: exact products, so XLA's FMA contraction cannot round them differently), so `cone_backproject`
-is the exact transpose of `cone_project`: the dot test holds to rounding in float32 too. Both are
-primitives (`_primitive.py`): each is the other's transpose, `vmap` folds into a batch axis, and the
-geometry derivatives differentiate the kernels' weights. Views run one at a time in the adjoint: its
-scratch is one view's $(\max(Y, X), C, Z)$ array plus the volume.
+reading whole $z$ columns. Both directions compute every position from the same column tables with the
+same arithmetic (`_exact.madd_parts`: exact products, so XLA's FMA contraction cannot round them
+differently), so `cone_backproject` is the exact transpose of `cone_project`: the dot test holds to
+rounding in float32 too. Both are primitives (`_primitive.py`): each is the other's transpose, `vmap`
+folds into a batch axis, and the geometry derivatives differentiate the kernels' weights. Views run one
+at a time in the adjoint: its scratch is one view's $(\max(Y, X), C, Z)$ array plus the volume. At
+128^3 with a 192^2 detector this adjoint takes about as long as the forward (10 ms per view on 2 idle
+cores; `benchmarks/geometries.py` for the comparison with mbirjax).
 
-**Adjoint (other views).** Tilted detectors (`ConeBeamVecGeometry` in general), rays steeper than the
-diagonal along $z$, or a geometry built from traced values (no static `adjoint_taps`) use
-`jax.linear_transpose` of the forward: exact too, but XLA turns each gather into a scatter-add, several
-times slower on CPU.
+**Other views.** Tilted detectors (`ConeBeamVecGeometry` in general), rays steeper than the diagonal
+along $z$, or a geometry built from traced values (no static `adjoint_taps`) run the per-ray Joseph
+kernel above, with `jax.linear_transpose` of it as the adjoint: exact too, but XLA turns each gather
+into a scatter-add, several times slower on CPU.
 
-**Memory.** Views run in chunks of `batch_size` through `lax.map`; inside a chunk, a loop over the
-$\max(Z, Y, X)$ planes keeps working arrays of size `batch_size x rows x cols`. The loop bodies are
+**Memory.** Forward views run in chunks of `batch_size` through `lax.map`; inside a chunk, a loop over the
+planes keeps working arrays of size `batch_size x rows x cols`. The loop bodies are
 `jax.checkpoint`ed, so the scatter transpose (and reverse-mode gradients in the geometry) recompute each
 plane's indices and weights instead of storing them for every plane and view: XLA's scratch memory for
 that adjoint is the same for 32 and 128 views (2.5 MB at 32^3, 51 x 51 detector, `batch_size=8`,
@@ -59,7 +63,7 @@ import numpy as np
 from jax.interpreters import ad
 from jaxtyping import Array, Float
 
-from ._exact import madd, madd_int, split3
+from ._exact import int_parts, madd, madd_int, madd_parts
 from ._primitive import define, jvp_rule
 from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry, HelicalConeBeamGeometry, gather_adjoint_taps
 from .geometry import _is_concrete
@@ -75,22 +79,6 @@ def _check_batch_size(batch_size):
 
 
 # --- Per-ray tables, shared by the forward and the gather adjoint ----------------------------------------
-
-
-def _slope_parts(g, planes):
-    """`g` as exact parts whose products with a plane index `k < planes` are exact (so FMA-invariant)."""
-    if g.dtype not in (jnp.float32, jnp.float64) or planes > 4096:
-        return split3(g)  # 8 (float32) / 18 (float64) bits each: exact for k < 2^16
-    itype, clear = (jnp.int64, 26) if g.dtype == jnp.float64 else (jnp.int32, 12)
-    hi = jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(g, itype) & ~((1 << clear) - 1), g.dtype)
-    return hi, g - hi  # 12 + 12 bits (float32): k * part is exact for k < 2^12
-
-
-def _at(start, k, parts):
-    """`start + k * slope` with the products exact: the same bits in every program, fused or not."""
-    for part in parts:
-        start = start + k * part
-    return start
 
 
 def _rays(src, centre, u, v, det_shape, dtype):
@@ -119,7 +107,7 @@ def _ray_table(src, ray, shape):
     starts, slopes = [], []
     for b in (b1, b2):
         g = take(ray, b) / r_a
-        slopes.append(_slope_parts(g, max(shape)))
+        slopes.append(int_parts(g, max(shape)))
         starts.append(madd(take(src_b, b) + take(half_b, b), -(take(half_b, dom) + s_a), g))
     weight = jnp.sqrt(jnp.sum(ray * ray, axis=-1)) / jnp.abs(r_a)
     return dom, (b1, b2), starts, slopes, weight
@@ -148,7 +136,7 @@ def _joseph(xp, src, ray, shape, det_shape):
     def body(k, acc):
         kk = jnp.minimum(k, n_a)  # planes past the end land on the zero border
         kf = k.astype(dtype)
-        p1, p2 = _at(starts[0], kf, slopes[0]), _at(starts[1], kf, slopes[1])
+        p1, p2 = madd_parts(starts[0], kf, slopes[0]), madd_parts(starts[1], kf, slopes[1])
         f1, f2 = jnp.floor(p1), jnp.floor(p2)
         w1, w2 = p1 - f1, p2 - f2
         i1 = jnp.clip(jnp.clip(f1, -_PAD, n_1.astype(dtype)).astype(jnp.int32), -_PAD, n_1)
@@ -180,7 +168,77 @@ def _project(x, src, centre, u, v, shape, det_shape, batch_size):
     return jax.lax.map(view, (src, centre, u, v), batch_size=batch_size)
 
 
-# --- Gather adjoint (module docstring) -------------------------------------------------------------------
+# --- Rows along z (circular and helical views): forward and gather adjoint (module docstring) -------------
+
+
+def _columns(src_xyz, centre, u, v, shape, det_shape, dtype):
+    """Per-column tables of a view whose rows run along z, columns horizontally, no ray along z.
+
+    Column c steps over the planes of axis `axis[c]` (1: y, 2: x), crossing plane k at the in-plane index
+    `madd_parts(start_in, k, parts_in)` (the other horizontal axis) and at height index
+    `madd_parts(P0, r, B)` on row r (`_plane`); `weight` `(R, C)` is each ray's step length."""
+    src, ray = _rays(src_xyz, centre, u, v, det_shape, dtype)  # (z, y, x) order
+    half = (jnp.asarray(shape, dtype) - 1) / 2
+    row = ray[0]  # (C, 3): x and y are the same on every row
+    axis = jnp.where(jnp.abs(row[:, 1]) >= jnp.abs(row[:, 2]), 1, 2)
+    other = 3 - axis
+    rho_a = jnp.take_along_axis(row, axis[:, None], axis=-1)[:, 0]
+    rho_b = jnp.take_along_axis(row, other[:, None], axis=-1)[:, 0]
+    g = rho_b / rho_a
+    start_in = madd(src[other] + half[other], -(half[axis] + src[axis]), g)
+    weight = jnp.sqrt(jnp.sum(ray * ray, axis=-1)) / jnp.abs(rho_a)
+    return dict(src=src, half=half, axis=axis, rho_a=rho_a, rho_z0=row[0, 0], dr=v[2].astype(dtype),
+                start_in=start_in, parts_in=int_parts(g, max(shape) + 64), weight=weight)
+
+
+def _plane(col, k, rows):
+    """Plane `k` of every column: height index `P0 + r B` on row r (as `(P0, parts of B)`), and the
+    in-plane index. The ray is at the fraction t = (k - half_a - S_a) / rho_a of its path there."""
+    src, half = col["src"], col["half"]
+    t = (k - half[col["axis"]] - src[col["axis"]]) / col["rho_a"]
+    p0 = madd(src[0] + half[0], t, col["rho_z0"])
+    slope = int_parts(t * col["dr"], rows + 64)
+    return p0, slope, madd_parts(col["start_in"], k, col["parts_in"])
+
+
+def _project_view(xp, src_xyz, centre, u, v, shape, det_shape):
+    """One view `(R, C)` through the padded flat volume `xp` (Joseph, as `_joseph`, column tables)."""
+    nz, ny, nx = shape
+    rows, cols = det_shape
+    dtype = xp.dtype
+    col = _columns(src_xyz, centre, u, v, shape, det_shape, dtype)
+    strides = ((ny + 2 * _PAD) * (nx + 2 * _PAD), nx + 2 * _PAD, 1)
+    by_y = col["axis"] == 1
+    st_a, st_b = jnp.where(by_y, strides[1], 1), jnp.where(by_y, 1, strides[1])
+    n_a, n_b = jnp.where(by_y, ny, nx), jnp.where(by_y, nx, ny)
+    base = _PAD * sum(strides)
+    r = jnp.arange(rows, dtype=dtype)[:, None]
+
+    def body(k, acc):
+        kf = k.astype(dtype)
+        p0, slope, p_in = _plane(col, kf, rows)
+        pz = madd_parts(p0, r, slope)  # (R, C)
+        fz, fb = jnp.floor(pz), jnp.floor(p_in)
+        wz, wb = pz - fz, p_in - fb
+        iz = jnp.clip(jnp.clip(fz, -_PAD, nz).astype(jnp.int32), -_PAD, nz)
+        ib = jnp.clip(jnp.clip(fb, -_PAD, n_b.astype(dtype)).astype(jnp.int32), -_PAD, n_b)
+        flat = base + jnp.minimum(k, n_a) * st_a + ib * st_b + iz * strides[0]  # planes past the end: zeros
+        g = lambda idx: xp.at[idx].get(mode="promise_in_bounds")
+        v00, v01 = g(flat), g(flat + st_b)
+        v10, v11 = g(flat + strides[0]), g(flat + strides[0] + st_b)
+        lo = v00 + wb * (v01 - v00)
+        hi = v10 + wb * (v11 - v10)
+        return acc + (lo + wz * (hi - lo))
+
+    body = jax.checkpoint(body, prevent_cse=False)
+    acc = jax.lax.fori_loop(0, max(ny, nx), body, jnp.zeros(det_shape, dtype))
+    return col["weight"] * acc
+
+
+def _project_columns(x, src, centre, u, v, shape, det_shape, batch_size):
+    xp = jnp.pad(x, _PAD).reshape(-1)
+    view = jax.checkpoint(lambda w: _project_view(xp, *w, shape, det_shape), prevent_cse=False)
+    return jax.lax.map(view, (src, centre, u, v), batch_size=batch_size)
 
 
 def _tent(d):
@@ -188,50 +246,39 @@ def _tent(d):
 
 
 def _adjoint_view(y, src_xyz, centre, u, v, shape, det_shape, taps):
-    """One view's share of the adjoint, `(Y, X, Z)`. Needs rows along z, columns horizontal, no ray along z."""
+    """One view's share of the exact adjoint of `_project_view`, `(Y, X, Z)`."""
     nz, ny, nx = shape
     rows, cols = det_shape
     t_r, t_c = taps
     dtype = y.dtype
     get = lambda a, i: a.at[i].get(mode="promise_in_bounds")
-    src, ray = _rays(src_xyz, centre, u, v, det_shape, dtype)  # (z, y, x) order
-    dom, _, starts, slopes, weight = _ray_table(src, ray, shape)
-    half = (jnp.asarray(shape, dtype) - 1) / 2
-    axis = dom[0]  # (C,): 1 = y planes, 2 = x planes; the same on every row (no ray steps over z)
+    col = _columns(src_xyz, centre, u, v, shape, det_shape, dtype)
+    src, half = col["src"], col["half"]
 
-    # Step 1: a[k, c, q_z] = sum over the t_r rows r nearest the ray through height q_z of
-    # tent(q_z - p_z(r, c, k)) w y, with p_z from the forward's tables (padded rows: zero data).
-    pad_rows = lambda a: jnp.pad(a.T, ((0, 0), (t_r, t_r)))  # (C, R + 2 t_r)
-    wy = pad_rows(weight * y).reshape(-1)
-    start_z, slope_z = pad_rows(starts[0]), tuple(pad_rows(p) for p in slopes[0])
+    # Step 1: a[k, c, q_z] = sum over the t_r rows nearest the ray through height q_z of
+    # tent(q_z - p_z(r, c, k)) w y, with p_z = P0 + r B as in the forward (padded rows hold zero data).
     row_len = rows + 2 * t_r
-    # Window: on plane k the ray of column c is at the fraction t = (k - half_a - S_a) / rho_a(c) of its
-    # path, so p_z(r) = S_z + half_z + t (rho_z(centre row) + (r - (R-1)/2) dr).
-    rho_a = jnp.take_along_axis(ray[0], axis[:, None], axis=-1)[:, 0]
-    src_a, half_a = src[axis], half[axis]
-    rho_z0, dr = centre[2] - src_xyz[2], v[2]
-    qz = jnp.arange(nz, dtype=dtype)[None, :]
+    wy = jnp.pad((col["weight"] * y).T, ((0, 0), (t_r, t_r))).reshape(-1)  # (C * row_len,)
     col_base = (jnp.arange(cols) * row_len + t_r)[:, None]
+    qz = jnp.arange(nz, dtype=dtype)[None, :]
 
     def plane(k):
-        kf = k.astype(dtype)
-        t = (kf - half_a - src_a) / rho_a  # (C,)
-        r_mid = (rows - 1) / 2 + ((qz - src[0] - half[0]) / t[:, None] - rho_z0) / dr  # (C, Z)
+        p0, slope, _ = _plane(col, k.astype(dtype), rows)
+        p0 = p0[:, None]
+        slope = tuple(s[:, None] for s in slope)
+        r_mid = (qz - p0) / sum(slope)  # (C, Z): the row through height q_z
         first = (jnp.floor(jnp.clip(r_mid - t_r / 2, -t_r - 1, rows + t_r)) + 1).astype(jnp.int32)
-        pz = _at(start_z, kf, slope_z).reshape(-1)
         acc = jnp.zeros((cols, nz), dtype)
         for tap in range(t_r):
-            idx = col_base + jnp.clip(first + tap, -t_r, rows + t_r - 1)
-            acc = acc + _tent(qz - get(pz, idx)) * get(wy, idx)
+            r = jnp.clip(first + tap, -t_r, rows + t_r - 1)
+            acc = acc + _tent(qz - madd_parts(p0, r.astype(dtype), slope)) * get(wy, col_base + r)
         return acc
 
     a = jax.lax.map(plane, jnp.arange(max(ny, nx))).reshape(-1, nz)  # (planes * C, Z)
 
     # Step 2: voxel (q_y, q_x) reads the t_c columns nearest the ray through its (x, y) position: column
-    # c steps over plane k = q_x (x planes) or q_y (y planes) and crosses it at p (the forward's table).
-    p_in, slope_in = starts[1][0], tuple(p[0] for p in slopes[1])  # (C,): the same on every row
-    qy = jnp.arange(ny)[:, None]
-    qx = jnp.arange(nx)[None, :]
+    # c steps over plane k = q_x (x planes) or q_y (y planes) and crosses it at p_in (as in the forward).
+    qy, qx = jnp.arange(ny)[:, None], jnp.arange(nx)[None, :]
     py = qy.astype(dtype) - half[1] - src[1]
     px = qx.astype(dtype) - half[2] - src[2]
     dy, dx = centre[1] - src_xyz[1], centre[0] - src_xyz[0]
@@ -242,15 +289,15 @@ def _adjoint_view(y, src_xyz, centre, u, v, shape, det_shape, taps):
         c = first + tap
         inside = (c >= 0) & (c < cols)
         c = jnp.clip(c, 0, cols - 1)
-        along_x = get(axis, c) == 2
+        along_x = get(col["axis"], c) == 2
         k = jnp.where(along_x, qx, qy)
-        p = _at(get(p_in, c), k.astype(dtype), tuple(get(s, c) for s in slope_in))
+        p = madd_parts(get(col["start_in"], c), k.astype(dtype), tuple(get(s, c) for s in col["parts_in"]))
         w = jnp.where(inside, _tent(jnp.where(along_x, qy, qx).astype(dtype) - p), 0)
         out = out + w[..., None] * get(a, k * cols + c)
     return out
 
 
-def _adjoint_gather(y, src, centre, u, v, shape, det_shape, taps):
+def _adjoint_columns(y, src, centre, u, v, shape, det_shape, taps):
     """The adjoint `(Z, Y, X)` of one set of projections `(V, R, C)`, view by view."""
     nz, ny, nx = shape
 
@@ -266,12 +313,12 @@ def _adjoint_gather(y, src, centre, u, v, shape, det_shape, taps):
 
 def _forward(x, src, centre, u, v, *, shape, det_shape, batch_size, taps):
     del taps
-    return _project(x, src, centre, u, v, shape, det_shape, batch_size)
+    return _project_columns(x, src, centre, u, v, shape, det_shape, batch_size)
 
 
 def _adjoint(y, src, centre, u, v, *, shape, det_shape, batch_size, taps):
     del batch_size
-    return _adjoint_gather(y, src, centre, u, v, shape, det_shape, taps)
+    return _adjoint_columns(y, src, centre, u, v, shape, det_shape, taps)
 
 
 def _shared(raw):
