@@ -50,6 +50,9 @@ def define(name, raw, multi, out_shape):
     mlir.register_lowering(prim, mlir.lower_fun(run, multiple_results=False))
 
     def batch_rule(args, dims, **statics):
+        # Fold the vmapped axis (size S) into the leading axis: v becomes (S*B, ...). A geometry input
+        # that is not vmapped keeps G = 1 (shared: no copies, multi-image kernels); one with G = B > 1
+        # is tiled to S*B, and a vmapped one with G = 1 is broadcast over the B inner samples.
         size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
         args = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)]
         (v, *geo), (v_dim, *geo_dims) = args, dims
@@ -63,7 +66,7 @@ def define(name, raw, multi, out_shape):
                     folded.append(g)
                     continue
                 g = jnp.broadcast_to(g, (size,) + g.shape)
-            elif g.shape[1] != b:
+            elif g.shape[1] != b:  # vmapped and shared by the B inner samples
                 g = jnp.broadcast_to(g, (size, b) + g.shape[2:])
             folded.append(g.reshape((size * b,) + g.shape[2:]))
         out = prim.bind(*folded, **statics)

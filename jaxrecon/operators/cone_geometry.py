@@ -83,6 +83,25 @@ def _check_ints(value, name, n) -> tuple[int, ...]:
     return tuple(int(v) for v in value)
 
 
+def _view_arrays(**arrays) -> dict:
+    """Per-view `(V, 3)` float arrays of one dtype (the first's, or the default float), checked."""
+    first = jnp.asarray(next(iter(arrays.values())))
+    dtype = first.dtype if jnp.issubdtype(first.dtype, jnp.floating) else jnp.result_type(float)
+    arrays = {name: jnp.asarray(a, dtype) for name, a in arrays.items()}
+    for name, a in arrays.items():
+        if a.ndim != 2 or a.shape[1] != 3 or a.shape[0] == 0:
+            raise ValueError(
+                f"{name} must have shape (num_angles, 3) with num_angles > 0, got {a.shape}; "
+                "to batch geometries, vmap the constructor"
+            )
+    if len({a.shape for a in arrays.values()}) != 1:
+        raise ValueError(
+            ", ".join(arrays) + " must have the same number of views, got "
+            + ", ".join(f"{k} {a.shape}" for k, a in arrays.items())
+        )
+    return arrays
+
+
 def _check_leaf(a, name, shape, positive, dtype):
     a = jnp.asarray(a, dtype)
     if a.shape != shape:
@@ -353,24 +372,8 @@ class ConeBeamVecGeometry(eqx.Module):
     def __init__(self, shape, source, detector_centre, detector_u, detector_v, det_shape):
         shape = _check_ints(shape, "shape", 3)
         det_shape = _check_ints(det_shape, "det_shape", 2)
-        source = jnp.asarray(source)
-        if not jnp.issubdtype(source.dtype, jnp.floating):
-            source = source.astype(jnp.result_type(float))
-        dtype = source.dtype
-        arrays = {"source": source}
-        for name, a in (("detector_centre", detector_centre), ("detector_u", detector_u), ("detector_v", detector_v)):
-            arrays[name] = jnp.asarray(a, dtype)
-        for name, a in arrays.items():
-            if a.ndim != 2 or a.shape[1] != 3 or a.shape[0] == 0:
-                raise ValueError(
-                    f"{name} must have shape (num_angles, 3) with num_angles > 0, got {a.shape}; "
-                    "to batch geometries, vmap the constructor"
-                )
-        if len({a.shape for a in arrays.values()}) != 1:
-            raise ValueError(
-                "source, detector_centre, detector_u and detector_v must have the same number of views, got "
-                + ", ".join(f"{k} {a.shape}" for k, a in arrays.items())
-            )
+        arrays = _view_arrays(source=source, detector_centre=detector_centre, detector_u=detector_u,
+                              detector_v=detector_v)
         self.adjoint_taps = None
         if all(_is_concrete(a) for a in arrays.values()):
             vectors = tuple(np.asarray(a, np.float64) for a in arrays.values())

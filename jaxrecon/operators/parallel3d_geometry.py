@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .cone_geometry import _check_ints, _check_leaf
+from .cone_geometry import _check_ints, _check_leaf, _view_arrays
 from .fan_geometry import _user_stacklevel
 from .geometry import ParallelBeamGeometry, _check_angles, _is_concrete
 
@@ -235,23 +235,7 @@ class Parallel3DVecGeometry(eqx.Module):
     def __init__(self, shape, ray, detector_centre, detector_u, detector_v, det_shape):
         shape = _check_ints(shape, "shape", 3)
         det_shape = _check_ints(det_shape, "det_shape", 2)
-        ray = jnp.asarray(ray)
-        if not jnp.issubdtype(ray.dtype, jnp.floating):
-            ray = ray.astype(jnp.result_type(float))
-        arrays = {"ray": ray}
-        for name, a in (("detector_centre", detector_centre), ("detector_u", detector_u), ("detector_v", detector_v)):
-            arrays[name] = jnp.asarray(a, ray.dtype)
-        for name, a in arrays.items():
-            if a.ndim != 2 or a.shape[1] != 3 or a.shape[0] == 0:
-                raise ValueError(
-                    f"{name} must have shape (num_angles, 3) with num_angles > 0, got {a.shape}; "
-                    "to batch geometries, vmap the constructor"
-                )
-        if len({a.shape for a in arrays.values()}) != 1:
-            raise ValueError(
-                "ray, detector_centre, detector_u and detector_v must have the same number of views, got "
-                + ", ".join(f"{k} {a.shape}" for k, a in arrays.items())
-            )
+        arrays = _view_arrays(ray=ray, detector_centre=detector_centre, detector_u=detector_u, detector_v=detector_v)
         if all(_is_concrete(a) for a in arrays.values()):
             _check_parallel_views(shape, det_shape, *(np.asarray(a, np.float64) for a in arrays.values()),
                                   "Parallel3DVecGeometry")

@@ -34,17 +34,16 @@ calling `radon`/`backproject` image by image.
 from __future__ import annotations
 
 import math
-from functools import lru_cache, partial
+from functools import partial
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax.core import ShapedArray
-from jax.extend.core import Primitive
-from jax.interpreters import ad, batching, mlir
+from jax.interpreters import ad
 from jaxtyping import Array, Float
 
 from ._exact import madd, madd_int
+from ._primitive import define, jvp_rule
 from .geometry import ParallelBeamGeometry
 from .linear_operator import LinearOperator
 
@@ -190,92 +189,15 @@ def _statics(geom: ParallelBeamGeometry, unroll) -> dict:
 # Two primitives, each the other's transpose. Every input has a leading batch axis (vmap folds into
 # it), so a gradient, a vmap, or a vmap of a gradient always runs the same gather loops. The data `v`
 # has leading size B; each geometry input has leading size G in {1, B}: G = 1 is one geometry shared
-# by the whole batch (vmap over images), which runs the multi-image kernels.
+# by the whole batch (vmap over images), which runs the multi-image kernels (`_primitive.py`); the
+# geometry inputs are (angles, spacing, offset).
 
 
-def _geometry_sizes(name, v, geo):
-    b = v.shape[0]
-    sizes = tuple(g.shape[0] for g in geo)
-    if any(g not in (1, b) for g in sizes):
-        raise ValueError(
-            f"{name}: geometry inputs (angles, spacing, offset) must have leading size 1 or {b} (the batch), "
-            f"got {sizes}"
-        )
-    return b, sizes
-
-
-def _define(name: str, raw, multi, out_shape):
-    def run(v, angles, spacing, offset, **statics):
-        geo = (angles, spacing, offset)
-        b, sizes = _geometry_sizes(name, v, geo)
-        if b > 1 and all(g == 1 for g in sizes):  # one shared geometry: images as the gathers' last axis
-            return multi(v, *(g[0] for g in geo), **statics)
-        geo = tuple(jnp.broadcast_to(g, (b,) + g.shape[1:]) for g in geo)
-        return jax.vmap(partial(raw, **statics))(v, *geo)
-
-    def abstract_eval(v, angles, spacing, offset, **statics):
-        _geometry_sizes(name, v, (angles, spacing, offset))
-        return ShapedArray((v.shape[0],) + out_shape(angles, statics), v.dtype)
-
-    prim = Primitive(name)
-    jitted = lru_cache(maxsize=None)(lambda items: jax.jit(partial(run, **dict(items))))
-    prim.def_impl(lambda *args, **statics: jitted(tuple(sorted(statics.items())))(*args))
-    prim.def_abstract_eval(abstract_eval)
-    mlir.register_lowering(prim, mlir.lower_fun(run, multiple_results=False))
-
-    def batch_rule(args, dims, **statics):
-        # Fold the vmapped axis (size S) into the leading axis: v becomes (S*B, ...). A geometry input
-        # that is not vmapped keeps G = 1 (shared: no copies, multi-image kernels); one with G = B > 1
-        # is tiled to S*B, and a vmapped one with G = 1 is broadcast over the B inner samples.
-        size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
-        args = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)]
-        (v, *geo), (v_dim, *geo_dims) = args, dims
-        b = v.shape[0] if v_dim is None else v.shape[1]
-        if v_dim is None:
-            v = jnp.broadcast_to(v, (size,) + v.shape)
-        folded = [v.reshape((size * b,) + v.shape[2:])]
-        for g, d in zip(geo, geo_dims):
-            if d is None:
-                if g.shape[0] == 1:
-                    folded.append(g)
-                    continue
-                g = jnp.broadcast_to(g, (size,) + g.shape)
-            elif g.shape[1] != b:  # vmapped and shared by the B inner samples
-                g = jnp.broadcast_to(g, (size, b) + g.shape[2:])
-            folded.append(g.reshape((size * b,) + g.shape[2:]))
-        out = prim.bind(*folded, **statics)
-        return out.reshape((size, b) + out.shape[1:]), 0
-
-    batching.primitive_batchers[prim] = batch_rule
-    return prim, run
-
-
-radon_p, _run_forward = _define(
-    "jaxrecon_radon", _forward, _forward_multi, lambda angles, st: (angles.shape[1], st["num_detectors"])
+radon_p, _run_forward = define(
+    "jaxrecon_radon", _forward, _forward_multi, lambda geo, st: (geo[0].shape[1], st["num_detectors"])
 )
-backproject_p, _run_adjoint = _define(
-    "jaxrecon_backproject", _adjoint, _adjoint_multi, lambda angles, st: tuple(st["shape"]))
-
-
-def _jvp_rule(prim, run, primals, tangents, **statics):
-    v, *geo = primals
-    dv, *dgeo = tangents
-    out = prim.bind(v, *geo, **statics)
-    dout = None
-    if type(dv) is not ad.Zero:  # linear in v: the same primitive on the tangent
-        dout = prim.bind(dv, *geo, **statics)
-    live = [i for i, t in enumerate(dgeo) if type(t) is not ad.Zero]
-    if live:  # the geometry moves the interpolation weights: differentiate them
-
-        def of_geo(*g_live):
-            g = list(geo)
-            for i, gi in zip(live, g_live):
-                g[i] = gi
-            return run(v, *g, **statics)
-
-        _, dgeo_out = jax.jvp(of_geo, tuple(geo[i] for i in live), tuple(dgeo[i] for i in live))
-        dout = dgeo_out if dout is None else dout + dgeo_out
-    return out, ad.Zero.from_primal_value(out) if dout is None else dout
+backproject_p, _run_adjoint = define(
+    "jaxrecon_backproject", _adjoint, _adjoint_multi, lambda geo, st: tuple(st["shape"]))
 
 
 def _transpose_rule(partner, ct, v, *geo, **statics):
@@ -286,8 +208,8 @@ def _transpose_rule(partner, ct, v, *geo, **statics):
     return (partner.bind(ct, *geo, **statics), None, None, None)
 
 
-ad.primitive_jvps[radon_p] = partial(_jvp_rule, radon_p, _run_forward)
-ad.primitive_jvps[backproject_p] = partial(_jvp_rule, backproject_p, _run_adjoint)
+ad.primitive_jvps[radon_p] = partial(jvp_rule, radon_p, _run_forward)
+ad.primitive_jvps[backproject_p] = partial(jvp_rule, backproject_p, _run_adjoint)
 ad.primitive_transposes[radon_p] = partial(_transpose_rule, backproject_p)
 ad.primitive_transposes[backproject_p] = partial(_transpose_rule, radon_p)
 
