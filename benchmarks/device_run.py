@@ -6,7 +6,9 @@ run, in this order, each stage with its own share of the `--minutes` budget:
 1. `device.json`: what ran (jax devices, `nvidia-smi` if there is one, versions).
 2. `tests.txt`: the fast tests of the operators and networks on the device (`pytest -m "not slow"`).
 3. `projector.{json,md}`: `benchmarks/projector.py` for jaxrecon at N = 256, 512, 1024.
-4. `lpd_paper/`: learned primal-dual, `paper` preset (128 x 128, the paper's schedule), trained for
+4. `geometries.{json,md}`: `benchmarks/geometries.py --gpu`, fan beam at N = 512, 1024 and cone beam at
+   256^3 and 512^3, jaxrecon alone (mbirjax's GPU stack cannot be installed on a machine without network).
+5. `lpd_paper/`: learned primal-dual, `paper` preset (128 x 128, the paper's schedule), trained for
    what is left of the budget with `jaxrecon train --minutes`; it resumes from `--resume DIR` (a
    checkpoint folder a previous device run returned) and returns its newest checkpoint and the
    history, so training continues across sessions exactly.
@@ -85,6 +87,10 @@ def main(argv=None):
     summary["stages"]["projector"] = _run(
         [py, str(HERE / "projector.py"), "--libraries", "jaxrecon", "--sizes", *sizes,
          "--repeats", "1" if args.smoke else "5", "--out", str(out)], out / "projector.txt", 0.3 * left())
+
+    summary["stages"]["geometries"] = _run(
+        [py, str(HERE / "geometries.py"), "--smoke" if args.smoke else "--gpu", "--parts", "fan", "cone", "--peers",
+         "--out", str(out)], out / "geometries.txt", 0.3 * left())
 
     run_dir = out / "lpd_paper"
     if args.resume and not run_dir.exists():

@@ -51,6 +51,10 @@ MiB = 2**20
 # View counts that are not a multiple of the batch size (90 and 20 here) show the cost of lax.map's remainder.
 FULL = dict(fan=[256, 512], fan_repeats=5, cone=[(128, 128, 192, 3), (256, 64, 384, 2)],
             memory=(256, 360, 384), batch_sizes=[4, 8, 24], view_counts=[90, 120, 360], rss_views=(360, 360))
+# An accelerator (benchmarks/device_run.py): the larger sizes, jaxrecon alone (the peers' environments need
+# the network to install; the device machines have none).
+GPU = dict(fan=[512, 1024], fan_repeats=5, cone=[(256, 64, 384, 3), (512, 32, 768, 2)],
+           memory=(256, 360, 384), batch_sizes=[8, 24], view_counts=[120, 360], rss_views=(360, 360))
 SMOKE = dict(fan=[32], fan_repeats=2, cone=[(16, 8, 32, 1)],
              memory=(16, 24, 32), batch_sizes=[2, 4], view_counts=[8, 20, 24], rss_views=(24, 24))
 
@@ -453,6 +457,7 @@ NOTES = [
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny sizes (seconds), for tests")
+    p.add_argument("--gpu", action="store_true", help="accelerator sizes: fan 512, 1024; cone 256^3, 512^3")
     p.add_argument("--parts", nargs="+", default=["fan", "cone", "memory"], choices=["fan", "cone", "memory"])
     p.add_argument("--peers", nargs="*", default=["astra", "mbirjax"], choices=["astra", "mbirjax"],
                    help="peers to run (none: jaxrecon only)")
@@ -464,7 +469,7 @@ def main(argv=None):
     if args.worker:
         send_result(_worker(json.loads(args.worker)))
         return
-    cfg = SMOKE if args.smoke else FULL
+    cfg = SMOKE if args.smoke else GPU if args.gpu else FULL
     peers = list(args.peers)
     notes = list(NOTES)
     if "astra" in peers:

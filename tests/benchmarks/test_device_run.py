@@ -17,8 +17,9 @@ def test_device_run_smoke(tmp_path):
                            "--out", str(out)], capture_output=True, text=True, timeout=600)
     summary = json.loads((out / "summary.json").read_text())
     assert proc.returncode == 0, (proc.stdout, proc.stderr, summary)
-    assert set(summary["stages"]) == {"tests", "projector", "train_lpd"}
+    assert set(summary["stages"]) == {"tests", "projector", "geometries", "train_lpd"}
     assert all(s["status"] == "ok" for s in summary["stages"].values()), summary
     assert (out / "projector.json").exists() and (out / "device.json").exists()
+    assert json.loads((out / "geometries.json").read_text())["cone"]
     steps = sorted((out / "lpd_paper").glob("step_*"))
     assert [p.name for p in steps] == ["step_00000003"]  # the newest checkpoint only
