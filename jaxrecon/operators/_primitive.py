@@ -36,6 +36,8 @@ def define(name, raw, multi, out_shape):
         b, sizes = _geometry_sizes(name, v, geo)
         if b > 1 and all(g == 1 for g in sizes):
             return multi(v, *(g[0] for g in geo), **statics)
+        if b == 1:  # no vmap of one: its gathers would carry a batch index, materialised per gather
+            return raw(v[0], *(g[0] for g in geo), **statics)[None]
         geo = tuple(jnp.broadcast_to(g, (b,) + g.shape[1:]) for g in geo)
         return jax.vmap(partial(raw, **statics))(v, *geo)
 
