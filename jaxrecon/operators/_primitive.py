@@ -17,7 +17,7 @@ from jax.core import ShapedArray
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-__all__ = ["define", "jvp_rule"]
+__all__ = ["define", "jvp_rule", "pair"]
 
 
 def _geometry_sizes(name, v, geo):
@@ -98,3 +98,24 @@ def jvp_rule(prim, run, primals, tangents, **statics):
         _, dgeo_out = jax.jvp(of_geo, tuple(geo[i] for i in live), tuple(dgeo[i] for i in live))
         dout = dgeo_out if dout is None else dout + dgeo_out
     return out, ad.Zero.from_primal_value(out) if dout is None else dout
+
+
+def pair(forward, run_forward, adjoint, run_adjoint, what: str, check=None):
+    """Register the derivatives of a forward/adjoint pair from `define`: each is linear in its data with
+    the other as its transpose (`check(geo, statics)` may validate or guard the geometry first), and both
+    differentiate in the geometry through `jvp_rule`; `what` names the transform in errors."""
+
+    def transpose(partner, ct, v, *geo, **statics):
+        if any(ad.is_undefined_primal(g) for g in geo):
+            raise NotImplementedError(f"the {what} is not linear in its geometry")
+        nones = (None,) * len(geo)
+        if type(ct) is ad.Zero:
+            return (ad.Zero(v.aval),) + nones
+        if check is not None:
+            geo = check(geo, statics)
+        return (partner.bind(ct, *geo, **statics),) + nones
+
+    ad.primitive_jvps[forward] = partial(jvp_rule, forward, run_forward)
+    ad.primitive_jvps[adjoint] = partial(jvp_rule, adjoint, run_adjoint)
+    ad.primitive_transposes[forward] = partial(transpose, adjoint)
+    ad.primitive_transposes[adjoint] = partial(transpose, forward)

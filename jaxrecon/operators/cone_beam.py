@@ -60,11 +60,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.interpreters import ad
 from jaxtyping import Array, Float
 
 from ._exact import int_parts, madd, madd_int, madd_parts
-from ._primitive import define, jvp_rule
+from ._primitive import define, pair
 from .cone_geometry import ConeBeamGeometry, ConeBeamVecGeometry, HelicalConeBeamGeometry, gather_adjoint_taps
 from .geometry import _is_concrete
 
@@ -335,19 +334,7 @@ cone_backproject_p, _run_adjoint = define(
 )
 
 
-def _transpose_rule(partner, ct, v, *geo, **statics):
-    if any(ad.is_undefined_primal(g) for g in geo):
-        raise NotImplementedError("the cone-beam transform is not linear in its geometry")
-    nones = (None,) * len(geo)
-    if type(ct) is ad.Zero:
-        return (ad.Zero(v.aval),) + nones
-    return (partner.bind(ct, *geo, **statics),) + nones
-
-
-ad.primitive_jvps[cone_project_p] = partial(jvp_rule, cone_project_p, _run_forward)
-ad.primitive_jvps[cone_backproject_p] = partial(jvp_rule, cone_backproject_p, _run_adjoint)
-ad.primitive_transposes[cone_project_p] = partial(_transpose_rule, cone_backproject_p)
-ad.primitive_transposes[cone_backproject_p] = partial(_transpose_rule, cone_project_p)
+pair(cone_project_p, _run_forward, cone_backproject_p, _run_adjoint, "cone-beam transform")
 
 
 # --- Scatter adjoint (any view) ----------------------------------------------------------------------------

@@ -35,17 +35,14 @@ interpolation weights.
 
 from __future__ import annotations
 
-from functools import partial
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.interpreters import ad
 from jaxtyping import Array, Float
 
 from ._exact import madd, madd_int
-from ._primitive import define, jvp_rule
+from ._primitive import define, pair
 from .fan_geometry import FanBeamGeometry, FanBeamVecGeometry, _tap_bound, _tap_bound_jnp
 
 __all__ = ["fan_project", "fan_backproject"]
@@ -212,25 +209,16 @@ fan_backproject_p, _run_adjoint = define(
 )
 
 
-def _transpose_rule(partner, ct, v, *geo, **statics):
-    if any(ad.is_undefined_primal(g) for g in geo):
-        raise NotImplementedError("the fan-beam transform is not linear in its geometry")
-    nones = (None,) * len(geo)
-    if type(ct) is ad.Zero:
-        return (ad.Zero(v.aval),) + nones
+def _transpose_check(geo, statics):
     if statics["taps"] < 1:
         raise ValueError(
             "transposing the fan-beam projection needs the geometry's adjoint_taps, which is unknown for a "
             "geometry built from traced distances: pass adjoint_taps= to its constructor"
         )
-    geo = _check_taps(geo, statics)
-    return (partner.bind(ct, *geo, **statics),) + nones
+    return _check_taps(geo, statics)
 
 
-ad.primitive_jvps[fan_project_p] = partial(jvp_rule, fan_project_p, _run_forward)
-ad.primitive_jvps[fan_backproject_p] = partial(jvp_rule, fan_backproject_p, _run_adjoint)
-ad.primitive_transposes[fan_project_p] = partial(_transpose_rule, fan_backproject_p)
-ad.primitive_transposes[fan_backproject_p] = partial(_transpose_rule, fan_project_p)
+pair(fan_project_p, _run_forward, fan_backproject_p, _run_adjoint, "fan-beam transform", _transpose_check)
 
 
 # --- Public functions ------------------------------------------------------------------------------------

@@ -34,16 +34,14 @@ calling `radon`/`backproject` image by image.
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax.interpreters import ad
 from jaxtyping import Array, Float
 
 from ._exact import madd, madd_int
-from ._primitive import define, jvp_rule
+from ._primitive import define, pair
 from .geometry import ParallelBeamGeometry
 from .linear_operator import LinearOperator
 
@@ -200,18 +198,7 @@ backproject_p, _run_adjoint = define(
     "jaxrecon_backproject", _adjoint, _adjoint_multi, lambda geo, st: tuple(st["shape"]))
 
 
-def _transpose_rule(partner, ct, v, *geo, **statics):
-    if any(ad.is_undefined_primal(g) for g in geo):
-        raise NotImplementedError("the Radon transform is not linear in its geometry")
-    if type(ct) is ad.Zero:
-        return (ad.Zero(v.aval), None, None, None)
-    return (partner.bind(ct, *geo, **statics), None, None, None)
-
-
-ad.primitive_jvps[radon_p] = partial(jvp_rule, radon_p, _run_forward)
-ad.primitive_jvps[backproject_p] = partial(jvp_rule, backproject_p, _run_adjoint)
-ad.primitive_transposes[radon_p] = partial(_transpose_rule, backproject_p)
-ad.primitive_transposes[backproject_p] = partial(_transpose_rule, radon_p)
+pair(radon_p, _run_forward, backproject_p, _run_adjoint, "Radon transform")
 
 
 def _prepare(geom, unroll):
