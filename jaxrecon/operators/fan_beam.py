@@ -132,7 +132,7 @@ def _forward_lines(x, src, a_vec, u_vec, shape, num_detectors, curved, unroll, m
 def _adjoint_views(y, src, a_vec, u_vec, shape, num_detectors, curved, unroll, taps, multi):
     if taps < 1:
         raise ValueError("the fan-beam adjoint needs the geometry's adjoint_taps (got none)")
-    unroll = unroll or 1  # views per loop step (0: the default; each view already unrolls `taps` gathers)
+    unroll = unroll or 2  # views per loop step (0: the default: 2, 12-15% faster than 1 at 256-512, 4 slower)
     h, w = shape
     n_views = src.shape[0]
     if n_views < 4 * unroll:  # a small block of views: the largest unroll that divides it
@@ -258,7 +258,7 @@ def _prepare(geom, unroll, dtype):
         raise TypeError(f"geom must be a FanBeamGeometry or FanBeamVecGeometry, got {type(geom).__name__}")
     if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1):
         raise ValueError(f"unroll must be a positive int or None, got {unroll!r}")
-    unroll = unroll or 0  # 0: each direction's default (forward 4 lines, adjoint 1 view per step)
+    unroll = unroll or 0  # 0: each direction's default (forward 4 lines, adjoint 2 views per step)
     statics = dict(shape=geom.shape, num_detectors=geom.num_detectors, curved=curved, unroll=unroll,
                    taps=geom.adjoint_taps or 0)
     return statics, tuple(jnp.asarray(v, dtype)[None] for v in vectors), probe
@@ -282,7 +282,7 @@ def fan_project(
 
     Jittable, vmappable over images and geometries, differentiable in `x` and in the geometry's arrays
     (forward and reverse mode); its transpose is `fan_backproject` (exact). `unroll` (static; default 4
-    image lines per loop step here, 1 view per step in the adjoint) changes speed, not results. Usually
+    image lines per loop step here, 2 views per step in the adjoint) changes speed, not results. Usually
     called through `project`.
 
     Example:
