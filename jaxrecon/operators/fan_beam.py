@@ -118,9 +118,9 @@ def _forward_lines(x, src, a_vec, u_vec, shape, num_detectors, curved, unroll, m
             p0 = jnp.floor(p)
             f = per_image((p - p0).astype(x.dtype))
             idx = jnp.clip(jnp.clip(p0, -_PAD, hi).astype(jnp.int32), -_PAD, hi)
-            flat = base + k * step_k + idx * step_p
+            flat = (base + k * step_k + idx * step_p).astype(jnp.uint32)  # unsigned: no negative-index wrap
             v0 = xp.at[flat].get(mode="promise_in_bounds")
-            v1 = xp.at[flat + step_p].get(mode="promise_in_bounds")
+            v1 = xp.at[flat + step_p.astype(jnp.uint32)].get(mode="promise_in_bounds")
             acc = acc + (v0 + f * (v1 - v0))
         return acc
 
@@ -157,23 +157,26 @@ def _adjoint_views(y, src, a_vec, u_vec, shape, num_detectors, curved, unroll, t
     px, py = cols - (w - 1) / 2, (h - 1) / 2 - rows
     per_image = (lambda a: a[..., None]) if multi else (lambda a: a)
     centre = (num_detectors - 1) / 2
+    get = lambda table, idx: table.at[idx].get(mode="promise_in_bounds")
 
     def body(i, acc):
         for t in range(unroll):
             a = i * unroll + t
             d_c = _bin_coordinate(px, py, src[a], a_vec[a], u_vec[a], curved) + centre
-            first = jnp.floor(jnp.clip(d_c - taps / 2, -taps - 1, num_detectors + taps)) + 1
-            first = first.astype(jnp.int32)
+            # The window's first bin, in [-taps, D]: its taps stay inside the view's padded row (a window
+            # past either end reads only padding, as the unclipped one would). Unsigned indices skip
+            # the gathers' negative-index wrap: 7-8% faster at 512.
+            first = jnp.floor(jnp.clip(d_c - taps / 2, -taps - 1, num_detectors - 1)).astype(jnp.int32) + 1
+            first = (jnp.clip(first, -taps, num_detectors) + (a * row_len + taps)).astype(jnp.uint32)
             total = 0.0
             for tap in range(taps):
-                idx = a * row_len + taps + jnp.clip(first + tap, -taps, num_detectors + taps - 1)
-                mode = by_cols.at[idx].get(mode="promise_in_bounds")
+                idx = first + tap
+                mode = get(by_cols, idx)
                 line = jnp.where(mode, cols, rows)
                 pos = jnp.where(mode, rows, cols)
-                p = madd_int(start.at[idx].get(mode="promise_in_bounds"), line,
-                             slope.at[idx].get(mode="promise_in_bounds"))
+                p = madd_int(get(start, idx), line, get(slope, idx))
                 tent = per_image(jnp.maximum(0.0, 1.0 - jnp.abs(pos - p)).astype(y.dtype))
-                total = total + tent * wy.at[idx].get(mode="promise_in_bounds")
+                total = total + tent * get(wy, idx)
             acc = acc + total
         return acc
 
