@@ -118,8 +118,9 @@ def _forward_lines(x, angles, spacing, offset, shape, num_detectors, unroll, mul
             p0 = jnp.floor(p)
             f = per_image((p - p0).astype(x.dtype))
             flat = base + k * step_k + jnp.clip(p0.astype(jnp.int32), -_PAD, hi) * step_p
+            flat = flat.astype(jnp.uint32)  # non-negative; unsigned skips the gathers' negative-index wrap
             v0 = xp.at[flat].get(mode="promise_in_bounds")
-            v1 = xp.at[flat + step_p].get(mode="promise_in_bounds")
+            v1 = xp.at[flat + step_p.astype(jnp.uint32)].get(mode="promise_in_bounds")
             acc = acc + (v0 + f * (v1 - v0))
         return acc
 
@@ -164,12 +165,15 @@ def _adjoint_angles(y, angles, spacing, offset, shape, num_detectors, unroll, ta
             pos = jnp.where(by_cols[a], rows, cols)  # index along the line
             base = madd_int(c0[a], jnp.where(by_cols[a], cols, rows), gamma[a])  # c0 + k gamma
             d_lo = jnp.floor((pos - base) / beta[a] - 1.0 / jnp.abs(beta[a])) + 1
+            # The window's first bin clipped once to [-taps, D]: a window past either end of the detector
+            # reads only the zero padding, as it would unclipped; unsigned indices skip the negative wrap.
+            first = jnp.clip(jnp.clip(d_lo, -taps - 1, num_detectors).astype(jnp.int32), -taps, num_detectors)
+            first = (first + (a * row_len + taps)).astype(jnp.uint32)
             total = 0.0
             for tap in range(taps):
                 dd = d_lo + tap
                 tent = per_image(jnp.maximum(0.0, 1.0 - jnp.abs(pos - madd_int(base, dd, beta[a]))).astype(y.dtype))
-                idx = a * row_len + taps + jnp.clip(dd.astype(jnp.int32), -taps, num_detectors + taps - 1)
-                total = total + tent * yp.at[idx].get(mode="promise_in_bounds")
+                total = total + tent * yp.at[first + tap].get(mode="promise_in_bounds")
             acc = acc + weight[a].astype(y.dtype) * total
         return acc
 
