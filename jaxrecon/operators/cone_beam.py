@@ -222,9 +222,11 @@ def _project_view(xp, src_xyz, centre, u, v, shape, det_shape):
         iz = jnp.clip(jnp.clip(fz, -_PAD, nz).astype(jnp.int32), -_PAD, nz)
         ib = jnp.clip(jnp.clip(fb, -_PAD, n_b.astype(dtype)).astype(jnp.int32), -_PAD, n_b)
         flat = base + jnp.minimum(k, n_a) * st_a + ib * st_b + iz * strides[0]  # planes past the end: zeros
+        # non-negative: unsigned indices skip the gathers' negative-index wrap
+        flat, st_b_u, st_z = flat.astype(jnp.uint32), st_b.astype(jnp.uint32), jnp.uint32(strides[0])
         g = lambda idx: xp.at[idx].get(mode="promise_in_bounds")
-        v00, v01 = g(flat), g(flat + st_b)
-        v10, v11 = g(flat + strides[0]), g(flat + strides[0] + st_b)
+        v00, v01 = g(flat), g(flat + st_b_u)
+        v10, v11 = g(flat + st_z), g(flat + st_z + st_b_u)
         lo = v00 + wb * (v01 - v00)
         hi = v10 + wb * (v11 - v10)
         return acc + (lo + wz * (hi - lo))
@@ -270,7 +272,7 @@ def _adjoint_view(y, src_xyz, centre, u, v, shape, det_shape, taps):
         acc = jnp.zeros((cols, nz), dtype)
         for tap in range(t_r):
             r = jnp.clip(first + tap, -t_r, rows + t_r - 1)
-            acc = acc + _tent(qz - madd_parts(p0, r.astype(dtype), slope)) * get(wy, col_base + r)
+            acc = acc + _tent(qz - madd_parts(p0, r.astype(dtype), slope)) * get(wy, (col_base + r).astype(jnp.uint32))
         return acc
 
     a = jax.lax.map(plane, jnp.arange(max(ny, nx))).reshape(-1, nz)  # (planes * C, Z)
@@ -287,12 +289,12 @@ def _adjoint_view(y, src_xyz, centre, u, v, shape, det_shape, taps):
     for tap in range(t_c):
         c = first + tap
         inside = (c >= 0) & (c < cols)
-        c = jnp.clip(c, 0, cols - 1)
+        c = jnp.clip(c, 0, cols - 1).astype(jnp.uint32)  # unsigned: no negative-index wrap in the gathers
         along_x = get(col["axis"], c) == 2
         k = jnp.where(along_x, qx, qy)
         p = madd_parts(get(col["start_in"], c), k.astype(dtype), tuple(get(s, c) for s in col["parts_in"]))
         w = jnp.where(inside, _tent(jnp.where(along_x, qy, qx).astype(dtype) - p), 0)
-        out = out + w[..., None] * get(a, k * cols + c)
+        out = out + w[..., None] * get(a, k.astype(jnp.uint32) * cols + c)
     return out
 
 
