@@ -43,6 +43,7 @@ import functools
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -106,8 +107,8 @@ def versions(packages) -> dict:
 
 def command(script: str, argv=None) -> str:
     """`python benchmarks/<script's name> <arguments>`: the command line of a run, for its report.
-    `argv`: the arguments `main` was called with (None: the process's own)."""
-    return " ".join(["python", f"benchmarks/{Path(script).name}", *(sys.argv[1:] if argv is None else argv)])
+    `argv`: the arguments `main` was called with (None: the process's own), quoted for a shell."""
+    return shlex.join(["python", f"benchmarks/{Path(script).name}", *(sys.argv[1:] if argv is None else argv)])
 
 
 # --------------------------------------------------------------------------------------------------
