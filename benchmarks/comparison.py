@@ -258,7 +258,7 @@ def main(argv=None):
 
     total = time.perf_counter() - start
     meta = dict(preset=preset, data=base["data"], **environment(), total_seconds=total,
-                tv_iterations=TV_ITERATIONS[preset], steps_override=args.steps or None)
+                tv_iterations=TV_ITERATIONS[preset], steps_override=args.steps or None, models=list(models))
     stem = Path(args.out) / f"comparison_{preset}"
     write_results(stem.name, dict(meta=meta, rows=rows), markdown(meta, rows), stem.parent)
     figure(sl.x, recons, rows, stem.with_suffix(".png"))
@@ -276,6 +276,11 @@ def export(directory: Path, target: Path):
     load_trained(target)  # check it loads
 
 
+def _models_arg(meta):
+    models = meta.get("models")
+    return "" if models is None or set(models) == set(MODELS) else " --models " + ",".join(models)
+
+
 def _steps_arg(meta):
     steps = meta.get("steps_override") or {}
     if not steps:
@@ -288,7 +293,7 @@ def markdown(meta, rows) -> str:
     lines = [
         f"# Learned vs classical reconstruction: preset `{meta['preset']}`",
         "",
-        f"`python benchmarks/comparison.py --preset {meta['preset']}{_steps_arg(meta)}` on {meta['device_kind']} "
+        f"`python benchmarks/comparison.py --preset {meta['preset']}{_models_arg(meta)}{_steps_arg(meta)}` on {meta['device_kind']} "
         f"({meta['cpu_count']} CPU cores visible), jax {meta['jax']}, {meta['date']}; whole run "
         f"{meta['total_seconds'] / 60:.1f} min.",
         "",
