@@ -36,7 +36,7 @@ differently), so `cone_backproject` is the exact transpose of `cone_project`: th
 rounding in float32 too. Both are primitives (`_primitive.py`): each is the other's transpose, `vmap`
 folds into a batch axis, and the geometry derivatives differentiate the kernels' weights. Views run one
 at a time in the adjoint: its scratch is one view's $(\max(Y, X), C, Z)$ array plus the volume. At
-128^3 with a 192^2 detector this adjoint takes about as long as the forward (10.0 and 10.6 ms per view on
+128^3 with a 192^2 detector this adjoint takes about as long as the forward (8.1 and 9.0 ms per view on
 2 CPU cores, `python benchmarks/geometries.py`, which compares both with mbirjax).
 
 **Other views.** Tilted detectors (`ConeBeamVecGeometry` in general), rays steeper than the diagonal
