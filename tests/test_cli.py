@@ -155,6 +155,7 @@ def test_an_output_holding_another_loss_or_model_is_refused(tmp_path):
         cli._check_same_data(tmp_path / "run", experiment_config("lpd", train={"loss": "sure"}))
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_a_denoiser(tmp_path, capsys):
     den = tmp_path / "dncnn"
     assert main(["train", "--model", "dncnn", "--steps", "2", "--output", str(den), "--no-progress"]) == 0

@@ -63,6 +63,7 @@ def test_deprox_is_pnp_pgd_and_its_implicit_gradient_is_the_unrolled_limit():
     np.testing.assert_allclose(gy_imp, gy_unr, rtol=1e-7, atol=1e-9 * float(jnp.abs(gy_unr).max()))
 
 
+@pytest.mark.slow
 def test_equilibrium_regularisation_with_residual_denoiser_is_red():
     """RED's stationarity A^T(Ax - y) + alpha (x - D(x)) = 0 is the equation EquilibriumRegularisation
     solves with G(x) = x - D(x); D 0.8-Lipschitz makes G strongly monotone (unique solution)."""

@@ -325,6 +325,7 @@ def test_gather_adjoint_float32_dot_test_at_64_cubed():
     assert abs(lhs - rhs) <= 1e-5 * abs(lhs)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*does not see:UserWarning")
 def test_geometries_outside_the_gather_adjoint_fall_back_to_the_exact_transpose():
     """A tilted detector and rays steeper than the diagonal have no taps; vectors of a circular orbit do."""
@@ -342,6 +343,7 @@ def test_geometries_outside_the_gather_adjoint_fall_back_to_the_exact_transpose(
         assert abs(lhs - rhs) <= 1e-12 * abs(lhs)
 
 
+@pytest.mark.slow
 def test_gather_path_geometry_derivatives_match_the_transpose_path():
     """A geometry built from concrete values keeps its taps when its leaves are traced (grad, jvp, jit
     with the geometry as an argument): derivatives in the geometry equal those of the fallback path."""

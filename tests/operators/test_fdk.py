@@ -58,6 +58,7 @@ def _inner(n, radius):
 # --- Accuracy against analytic data ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_central_slice_error_falls_as_the_resolution_grows():
     """Exact ellipsoid projections of the same physical object at 24^3 and 48^3 (views 2n); the relative L2
     error of the central slice (z = +1/2 voxel) against the rasterised phantom. Measured: 0.092, 0.059."""

@@ -63,6 +63,7 @@ def test_uniform_centres_the_helix_and_spans_the_turns():
     np.testing.assert_allclose(np.diff(z), 8.0 * 1.5 / 6, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_pitch_zero_is_the_circular_geometry():
     c = ConeBeamGeometry.uniform(SHAPE, 5, (24, 20), 30.0, 15.0, det_offset=(0.5, -0.3))
     h = HelicalConeBeamGeometry(SHAPE, c.angles, (24, 20), 30.0, 15.0, 0.0, det_offset=(0.5, -0.3))
@@ -89,6 +90,7 @@ def test_z_positions_option_equals_pitch_and_to_vec_gives_the_same_projections()
     np.testing.assert_allclose(project(x, v2), project(x, g), rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_a_view_equals_the_circular_view_of_the_volume_moved_by_minus_z():
     """Integer table positions: view v of the helix sees what the circular orbit sees in a taller volume with
     the object moved down by z_v (the discrete projector, not only the vectors, follows the feed)."""
@@ -208,6 +210,7 @@ def test_projection_error_keeps_falling_at_32():
 # --- Transformations -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_vmap_jit_and_grad_in_the_volume():
     g = _geom()
     xs = jax.random.uniform(jax.random.PRNGKey(4), (2,) + SHAPE)

@@ -223,7 +223,7 @@ def _analytic_error(n, vec=False, supersample=4):
     return float(jnp.linalg.norm(p - ref) / jnp.linalg.norm(ref))
 
 
-@pytest.mark.parametrize("vec", [False, True])
+@pytest.mark.parametrize("vec", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_projection_of_rasterised_ellipsoids_converges_to_the_analytic_projection(vec):
     """Measured (supersample 4): slice stack 0.184 at n = 8, 0.097 at 16; tilted vector form 0.179, 0.100."""
     e8, e16 = _analytic_error(8, vec), _analytic_error(16, vec)
@@ -242,7 +242,7 @@ def test_projection_error_keeps_falling_at_32():
 # --- Transformations -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("vec", [False, True])
+@pytest.mark.parametrize("vec", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_vmap_over_volumes_equals_stacking(vec):
     g = _geom().to_vec() if vec else _geom()
     xs = jax.random.uniform(jax.random.PRNGKey(3), (2,) + SHAPE)

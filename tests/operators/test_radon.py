@@ -213,7 +213,7 @@ def _batch_geometry(shape, angles, num_det, spacing=1.0, offset=0.0):
 @pytest.mark.parametrize(
     "num_angles, spacing, unroll",
     # 18 angles: the adjoint pads to a multiple of unroll=4; 6 angles: its small-angle block (unroll 3).
-    [(18, 0.7, None), (6, 1.3, None)],
+    [pytest.param(18, 0.7, None, marks=pytest.mark.slow), (6, 1.3, None)],
 )
 def test_shared_geometry_vmap_equals_per_image_calls(num_angles, spacing, unroll):
     shape = (20, 26)
@@ -307,6 +307,7 @@ def test_vmap_of_grad_wrt_angles_shared_and_per_sample(which):
     np.testing.assert_allclose(got, per_sample, rtol=1e-12, atol=1e-12 * np.abs(per_sample).max())
 
 
+@pytest.mark.slow
 def test_nested_vmap():
     shape, num_det = (16, 16), 23
     angles = jnp.linspace(0.0, 3.0, 8, dtype=jnp.float64)
@@ -419,6 +420,7 @@ def test_second_order_convergence_on_a_smooth_phantom():
     assert errors[-1] < 1e-3
 
 
+@pytest.mark.slow
 def test_converges_to_the_analytic_ellipse_sinogram():
     from jaxrecon.phantoms import ellipse_sinogram, random_ellipse_phantom, rasterize, shepp_logan_ellipses
 

@@ -124,6 +124,7 @@ def _check(r, views, exact_views=True):
         assert r["y_shards"] == [views], r["y_shards"]
 
 
+@pytest.mark.slow
 def test_views_split_parallel_beam():
     r = _run("parallel:1:basic")
     _check(r["parallel:1:basic"], views=2)  # 8 views, 2 per device

@@ -77,6 +77,7 @@ def test_images_are_the_ct_streams_truths():
         denoising_loss(build_denoiser(_config(1)), (1, 2))
 
 
+@pytest.mark.slow
 def test_training_lowers_the_error_at_the_trained_levels(run):
     config, _, result = run
     fresh = build_denoiser(config)
@@ -93,6 +94,7 @@ def test_training_lowers_the_error_at_the_trained_levels(run):
     assert "val_psnr_mean" in result.history and "val_gain_0.05" in result.history
 
 
+@pytest.mark.slow
 def test_checkpoint_load_resume_and_pnp(run):
     config, directory, result = run
     net, stored = load_denoiser(directory)

@@ -310,6 +310,7 @@ def test_experiment_configs_record_the_loss():
         experiment_config("lpd", data=lodopab, train={"loss": "sure"})
 
 
+@pytest.mark.slow
 def test_experiment_trains_without_truths(monkeypatch):
     """`train` hands `fit` the configured loss, batches without truth, and the config (checkpointed with them)."""
     from jaxrecon.train import experiment
