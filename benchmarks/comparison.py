@@ -17,8 +17,9 @@ steps. An "oracle" TV row (weight tuned on Shepp-Logan itself) is reported for r
     python benchmarks/comparison.py --preset paper      # 128 x 128, the paper's setting, for a GPU
 
 Training runs are checkpointed under --runs (default benchmarks/runs/<preset>/<model>) and resumed
-if interrupted; --fresh deletes them first. Writes benchmarks/results/comparison_<preset>.json,
-.md and .png. With --export-lpd DIR the trained learned primal-dual is also copied to DIR
+if interrupted; --fresh deletes them first; --minutes M trains each model at most M more minutes, then
+evaluates it as it stands (its row says how many of its steps it had). Writes
+benchmarks/results/comparison_<preset>.json, .md and .png. With --export-lpd DIR the trained learned primal-dual is also copied to DIR
 (that is how the demo's shipped model is produced).
 """
 
@@ -191,8 +192,12 @@ def main(argv=None):
     ap.add_argument("--steps", type=parse_steps, default={},
                     help="training steps instead of the preset's: N for every model (smoke runs) or "
                          "model=N,... for some (longer runs, e.g. lpd=12000,lgd=6000)")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="train each model at most this many more minutes, then evaluate it as it stands")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    if args.minutes is not None and not args.minutes > 0:
+        ap.error(f"--minutes must be a positive number, got {args.minutes}")
     start = time.perf_counter()
     preset = args.preset
     models = [m for m in args.models.split(",") if m]
@@ -226,7 +231,8 @@ def main(argv=None):
         if args.fresh and directory.exists():
             shutil.rmtree(directory)
         t0 = time.perf_counter()
-        result = train(config, directory, progress=not args.no_progress)
+        limit = None if args.minutes is None else 60 * args.minutes
+        result = train(config, directory, progress=not args.no_progress, time_limit=limit)
         wall = time.perf_counter() - t0
         model = result.model
         h = result.history
@@ -236,7 +242,10 @@ def main(argv=None):
         recons[name] = jax.jit(lambda y, m=model: m(y, op))(sl.y)
         batch = sample(batch_keys(config["seed"], "train", 0, config["train"]["batch_size"]))
         profiles[name] = profile_step(name, model, op, batch, config)
+        done, planned = int(h["step"][-1]) + 1 if h.get("step") else 0, config["train"]["steps"]
         setting = f"{config['train']['steps']} steps x batch {config['train']['batch_size']}"
+        if done < planned:  # stopped by --minutes: the row is the model as it stands
+            setting = f"{done} of {planned} steps x batch {config['train']['batch_size']} (unfinished)"
         extra = {}
         if name in DEQ_MODELS:
             extra = forward_iterations(model, op, sl, test)
@@ -258,7 +267,8 @@ def main(argv=None):
 
     total = time.perf_counter() - start
     meta = dict(preset=preset, data=base["data"], **environment(), total_seconds=total,
-                tv_iterations=TV_ITERATIONS[preset], steps_override=args.steps or None, models=list(models))
+                tv_iterations=TV_ITERATIONS[preset], steps_override=args.steps or None, models=list(models),
+                minutes=args.minutes)
     stem = Path(args.out) / f"comparison_{preset}"
     write_results(stem.name, dict(meta=meta, rows=rows), markdown(meta, rows), stem.parent)
     figure(sl.x, recons, rows, stem.with_suffix(".png"))
@@ -288,12 +298,17 @@ def _steps_arg(meta):
     return f" --steps {steps['*']}" if "*" in steps else " --steps " + ",".join(f"{k}={v}" for k, v in steps.items())
 
 
+def _minutes_arg(meta):
+    return "" if meta.get("minutes") is None else f" --minutes {meta['minutes']:g}"
+
+
 def markdown(meta, rows) -> str:
     d = meta["data"]
     lines = [
         f"# Learned vs classical reconstruction: preset `{meta['preset']}`",
         "",
-        f"`python benchmarks/comparison.py --preset {meta['preset']}{_models_arg(meta)}{_steps_arg(meta)}` on {meta['device_kind']} "
+        f"`python benchmarks/comparison.py --preset {meta['preset']}{_models_arg(meta)}{_steps_arg(meta)}"
+        f"{_minutes_arg(meta)}` on {meta['device_kind']} "
         f"({meta['cpu_count']} CPU cores visible), jax {meta['jax']}, {meta['date']}; whole run "
         f"{meta['total_seconds'] / 60:.1f} min.",
         "",
