@@ -81,6 +81,7 @@ def test_schemes_reach_their_fixed_point(cls, op, kw):
     assert np.linalg.norm(t - np.asarray(_by_hand(model, t + delta, y, op))) > 1e-2 * np.linalg.norm(delta)
 
 
+@pytest.mark.slow
 def test_equilibrium_regularisation_with_quadratic_is_tikhonov():
     op = RadonTransform(ParallelBeamGeometry.uniform((8, 8), 5))
     a = np.asarray(as_matrix(op, dtype=F64))

@@ -68,6 +68,7 @@ def test_prelu_matches_definition():
         act(jnp.ones((2, 4, 5)))
 
 
+@pytest.mark.slow
 def test_convstack_is_the_documented_composition():
     block = ConvStack(2, 3, hidden=4, num_layers=3, key=KEY, dtype=jnp.float64)
     x = jax.random.normal(KEY, (2, 7, 9), jnp.float64)

@@ -68,6 +68,7 @@ def test_unet_odd_sizes_and_reflect_padding(unet):
         np.testing.assert_allclose(y - x, crop, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_unet_zero_padding_mode_and_shapes():
     rng = np.random.default_rng(1)
     # same architecture as the fixture: the initialisation reuses its compiled random draws

@@ -154,6 +154,7 @@ def test_central_row_is_the_fan_beam_projection_of_the_central_slice():
     np.testing.assert_allclose(project(vol, g3)[:, 5, :], project(vol[z // 2, ::-1, :], g2), rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_rays_along_z_match_the_same_setup_with_x_and_z_swapped():
     """A source above the volume (rays step over z planes) equals the mirrored setup along x; against the
     exact projections the relative error is 0.234 at 8^3 (measured; 0.109 at 16^3 with lengths scaled)."""
@@ -218,6 +219,7 @@ def test_vmap_over_volumes_equals_stacking_and_jit_equals_eager():
     )
 
 
+@pytest.mark.slow
 def test_vmap_over_geometries():
     rs = jnp.array([30.0, 35.0])
     x = jax.random.uniform(jax.random.PRNGKey(5), SHAPE)

@@ -194,6 +194,7 @@ def _analytic_error(n, supersample=4):
     return float(jnp.linalg.norm(p - ref) / jnp.linalg.norm(ref))
 
 
+@pytest.mark.slow
 def test_projection_of_rasterised_ellipsoids_converges_to_the_analytic_projection():
     """Measured (supersample 4): 0.213 at n = 8, 0.100 at n = 16 (about first order, as the circular orbit)."""
     e8, e16 = _analytic_error(8), _analytic_error(16)
@@ -224,6 +225,7 @@ def test_vmap_jit_and_grad_in_the_volume():
     assert op.in_shape == SHAPE and op.out_shape == g.sinogram_shape
 
 
+@pytest.mark.slow
 def test_grad_wrt_pitch_matches_finite_differences():
     x = rasterize_ellipsoids(PHANTOM, SHAPE, supersample=2)
     w = jax.random.uniform(jax.random.PRNGKey(6), (6,) + DET)

@@ -45,7 +45,7 @@ def _rel(a, b):
     return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
 
 
-@pytest.mark.parametrize("isotropic", [True, False])
+@pytest.mark.parametrize("isotropic", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_admm_tv_reaches_the_pdhg_solution(isotropic):
     """Same TV (isotropic/anisotropic, forward differences, Neumann boundary) as tv_pdhg: the same minimiser."""
 

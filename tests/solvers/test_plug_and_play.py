@@ -176,6 +176,7 @@ def test_bad_input_names_expected_and_given():
         red(OP, Y, lambda v: v, -1.0)
 
 
+@pytest.mark.slow
 def test_flax_denoiser_through_from_flax_equals_the_same_convolution_by_hand():
     """A Flax NNX convolution wrapped by `from_flax` as the PnP-ADMM denoiser gives the iterates, loss
     and kernel gradient of the same 3x3 correlation written with `jax.scipy.signal.correlate2d`."""
