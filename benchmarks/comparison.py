@@ -19,8 +19,8 @@ steps. An "oracle" TV row (weight tuned on Shepp-Logan itself) is reported for r
 Training runs are checkpointed under --runs (default benchmarks/runs/<preset>/<model>) and resumed
 if interrupted; --fresh deletes them first; --minutes M trains each model at most M more minutes, then
 evaluates it as it stands (its row says how many of its steps it had). Writes
-benchmarks/results/comparison_<preset>.json, .md and .png. With --export-lpd DIR the trained learned primal-dual is also copied to DIR
-(that is how the demo's shipped model is produced).
+benchmarks/results/comparison_<preset>.json, .md and .png. With --export-lpd DIR the trained learned
+primal-dual is also copied to DIR (that is how the demo's shipped model is produced).
 """
 
 from __future__ import annotations
@@ -242,10 +242,10 @@ def main(argv=None):
         recons[name] = jax.jit(lambda y, m=model: m(y, op))(sl.y)
         batch = sample(batch_keys(config["seed"], "train", 0, config["train"]["batch_size"]))
         profiles[name] = profile_step(name, model, op, batch, config)
-        done, planned = int(h["step"][-1]) + 1 if h.get("step") else 0, config["train"]["steps"]
-        setting = f"{config['train']['steps']} steps x batch {config['train']['batch_size']}"
-        if done < planned:  # stopped by --minutes: the row is the model as it stands
-            setting = f"{done} of {planned} steps x batch {config['train']['batch_size']} (unfinished)"
+        planned = config["train"]["steps"]
+        done = int(h["step"][-1]) + 1 if h.get("step") else 0  # fewer than planned: stopped by --minutes
+        steps_done = f"{planned} steps" if done >= planned else f"{done} of {planned} steps"
+        setting = f"{steps_done} x batch {config['train']['batch_size']}" + ("" if done >= planned else " (unfinished)")
         extra = {}
         if name in DEQ_MODELS:
             extra = forward_iterations(model, op, sl, test)
