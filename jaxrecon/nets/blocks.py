@@ -5,6 +5,8 @@ Both act on ONE sample with channels first, `(C, *spatial)`; batch with `jax.vma
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -13,6 +15,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .conv2d import conv2d
 
 __all__ = ["PReLU", "ConvStack"]
+
+WEIGHT_INITS = ("default", "glorot")
 
 
 def _default_dtype(dtype):
@@ -52,6 +56,11 @@ class ConvStack(eqx.Module):
     `num_spatial_dims` 1, 2 or 3. The last layer's weights are multiplied by `last_scale` at
     initialisation (a small value starts an unrolled scheme close to its classical iteration).
 
+    `weight_init`: `"default"` (equinox's, as PyTorch's: weights and biases uniform in
+    $\pm 1/\sqrt{\text{fan}_\text{in}}$) or `"glorot"` (Glorot/Xavier uniform weights in
+    $\pm\sqrt{6/(\text{fan}_\text{in} + \text{fan}_\text{out})}$, zero biases: TensorFlow's default, which
+    the authors' code of learned primal-dual used), with $\text{fan} = $ channels $\times$ kernel size.
+
     Example:
         >>> block = ConvStack(6, 5, key=jax.random.key(0))
         >>> block(jnp.zeros((6, 16, 16))).shape
@@ -71,9 +80,12 @@ class ConvStack(eqx.Module):
         *,
         num_spatial_dims: int = 2,
         last_scale: float = 1.0,
+        weight_init: str = "default",
         key: PRNGKeyArray,
         dtype=None,
     ):
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"ConvStack expects weight_init to be one of {WEIGHT_INITS}, got {weight_init!r}")
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("hidden", hidden)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"ConvStack expects {name} to be a positive int, got {value!r}")
@@ -86,6 +98,8 @@ class ConvStack(eqx.Module):
             eqx.nn.Conv(num_spatial_dims, c_in, c_out, kernel_size, padding="SAME", key=k, dtype=dtype)
             for c_in, c_out, k in zip(widths[:-1], widths[1:], keys)
         ]
+        if weight_init == "glorot":
+            layers = [_glorot(layer, k) for layer, k in zip(layers, jax.random.split(jax.random.fold_in(key, 1), num_layers))]
         layers[-1] = eqx.tree_at(lambda c: (c.weight, c.bias), layers[-1], replace_fn=lambda a: a * last_scale)
         self.layers = tuple(layers)
         self.activations = tuple(PReLU(hidden, dtype=dtype) for _ in range(num_layers - 1))
@@ -102,3 +116,11 @@ class ConvStack(eqx.Module):
             if k < len(self.activations):
                 x = jnp.where(x >= 0, x, self.activations[k].slope * x)
         return jnp.moveaxis(x, -1, 0)
+
+
+def _glorot(conv: eqx.nn.Conv, key) -> eqx.nn.Conv:
+    """`conv` with Glorot-uniform weights and zero biases."""
+    c_out, c_in, *kernel = conv.weight.shape
+    limit = (6 / ((c_in + c_out) * math.prod(kernel))) ** 0.5  # fan_in + fan_out = (c_in + c_out) * kernel size
+    weight = jax.random.uniform(key, conv.weight.shape, conv.weight.dtype, -limit, limit)
+    return eqx.tree_at(lambda c: (c.weight, c.bias), conv, (weight, jnp.zeros_like(conv.bias)))

@@ -34,7 +34,7 @@ class LearnedGradientDescent(eqx.Module):
 
     for $k < K$; returns $x_K$. $\Lambda$ is a `ConvStack` (three 3x3 convolutions
     `hidden`-`hidden`-(1+$N_m$), PReLU). Defaults follow the paper: 10 iterations, 5 memory channels,
-    width 32. `block` (optional): a factory `key -> network` mapping `(2 + N_m, H, W) -> (1 + N_m, H, W)`
+    width 32; `last_scale` and `weight_init` set the `ConvStack`'s initialisation. `block` (optional): a factory `key -> network` mapping `(2 + N_m, H, W) -> (1 + N_m, H, W)`
     used instead of the `ConvStack` (any Equinox module, e.g. a Flax network wrapped by `from_flax`).
     Per-iteration weights (stacked, `lax.scan`) unless `shared=True`. Any `LinearOperator`
     with real `(H, W)` images (Radon, blur, subsampled Fourier). Call on ONE measurement:
@@ -66,6 +66,7 @@ class LearnedGradientDescent(eqx.Module):
         shared: bool = False,
         init: str = "auto",
         last_scale: float = 1.0,
+        weight_init: str = "default",
         unroll: int | bool = True,
         block=None,
         key: PRNGKeyArray,
@@ -88,7 +89,8 @@ class LearnedGradientDescent(eqx.Module):
         def make(k):
             if block is not None:
                 return block(k)
-            return ConvStack(2 + num_memory, 1 + num_memory, hidden, last_scale=last_scale, key=k, dtype=dtype)
+            return ConvStack(2 + num_memory, 1 + num_memory, hidden, last_scale=last_scale, weight_init=weight_init,
+                             key=k, dtype=dtype)
 
         self.blocks = make(key) if shared else stack_modules(make, num_iterations, key)
 

@@ -39,8 +39,9 @@ class LearnedPrimalDual(eqx.Module):
     and the reconstruction is $f^{(1)}_I$. $\Gamma$ and $\Lambda$ are `ConvStack`s (three 3x3
     convolutions `hidden`-`hidden`-out with PReLU); the dual CNN convolves over the data array (for a
     sinogram: angles x detectors). The defaults are the paper's: 10 iterations, 5 primal and 5 dual
-    channels, width 32: about 2.5e5 parameters. Weights differ per iteration (stacked along a leading
-    axis and iterated by `lax.scan`) unless `shared=True`. `primal_block` / `dual_block` (optional):
+    channels, width 32: about 2.5e5 parameters. `last_scale` and `weight_init` set the `ConvStack`s'
+    initialisation (`weight_init="glorot"` with `init="zero"` is the authors' code). Weights differ per
+    iteration (stacked along a leading axis and iterated by `lax.scan`) unless `shared=True`. `primal_block` / `dual_block` (optional):
     factories `key -> network` replacing the `ConvStack`s, mapping `(N_p + 1, H, W) -> (N_p, H, W)` and
     `(N_d + 2c, *data) -> (N_d, *data)` ($c$ = 1, or 2 for complex data), e.g. Flax networks through
     `from_flax`.
@@ -83,6 +84,7 @@ class LearnedPrimalDual(eqx.Module):
         shared: bool = False,
         init: str = "zero",
         last_scale: float = 1.0,
+        weight_init: str = "default",
         unroll: int | bool = True,
         primal_block=None,
         dual_block=None,
@@ -110,12 +112,9 @@ class LearnedPrimalDual(eqx.Module):
         for what, b in (("primal_block", primal_block), ("dual_block", dual_block)):
             if b is not None and not callable(b):
                 raise TypeError(f"{name} expects `{what}` to be a callable key -> network, got {type(b).__name__}")
-        dual_block = dual_block or (
-            lambda k: ConvStack(num_dual + 2 * c, num_dual, hidden, last_scale=last_scale, key=k, dtype=dtype)
-        )
-        primal_block = primal_block or (
-            lambda k: ConvStack(num_primal + 1, num_primal, hidden, last_scale=last_scale, key=k, dtype=dtype)
-        )
+        stack = dict(last_scale=last_scale, weight_init=weight_init, dtype=dtype)
+        dual_block = dual_block or (lambda k: ConvStack(num_dual + 2 * c, num_dual, hidden, key=k, **stack))
+        primal_block = primal_block or (lambda k: ConvStack(num_primal + 1, num_primal, hidden, key=k, **stack))
         self.dual = stack_modules(dual_block, 1 if shared else num_iterations, k_dual)
         self.primal = stack_modules(primal_block, 1 if shared else num_iterations, k_primal)
         if shared:

@@ -112,14 +112,15 @@ def reconstruction_loss_fn(op: LinearOperator) -> Callable:
 
 
 def default_optimizer(
-    learning_rate: float = 1e-3, *, num_steps: int, clip: float | None = 1.0, warmup: int = 0
+    learning_rate: float = 1e-3, *, num_steps: int, clip: float | None = 1.0, warmup: int = 0, b2: float = 0.999
 ) -> optax.GradientTransformation:
     r"""Adam with a cosine-decayed learning rate, after clipping the gradient's global norm.
 
     `optax.chain(optax.clip_by_global_norm(clip), optax.adam(schedule))` with
     $\eta_k = \eta\,\tfrac12(1 + \cos(\pi k / K))$ for $K$ = `num_steps` (decaying to 0), preceded
     by a linear warm-up from 0 over `warmup` steps if `warmup > 0` (then the cosine runs over the
-    remaining `num_steps - warmup` steps). `clip=None` disables clipping.
+    remaining `num_steps - warmup` steps). `clip=None` disables clipping. `b2`: Adam's second-moment
+    decay (0.999, optax's default; the authors' code of learned primal-dual used 0.99).
 
     Example:
         >>> opt = default_optimizer(1e-3, num_steps=1000, warmup=50)
@@ -133,11 +134,13 @@ def default_optimizer(
         raise ValueError(f"warmup must be an int in [0, num_steps) = [0, {num_steps}), got {warmup!r}")
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
         raise ValueError(f"clip must be a positive number or None, got {clip!r}")
+    if isinstance(b2, bool) or not isinstance(b2, (int, float)) or not 0 <= b2 < 1:
+        raise ValueError(f"b2 must be a number in [0, 1), got {b2!r}")
     if warmup:
         schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, num_steps, end_value=0.0)
     else:
         schedule = optax.cosine_decay_schedule(learning_rate, num_steps)
-    adam = optax.adam(schedule)
+    adam = optax.adam(schedule, b2=b2)
     return adam if clip is None else optax.chain(optax.clip_by_global_norm(clip), adam)
 
 

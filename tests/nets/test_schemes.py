@@ -92,6 +92,23 @@ def test_convstack_is_the_documented_composition():
     assert block(x).shape == (3, 7, 9)
 
 
+def test_convstack_glorot_initialisation():
+    block = ConvStack(6, 5, hidden=32, weight_init="glorot", last_scale=0.5, key=KEY, dtype=jnp.float64)
+    default = ConvStack(6, 5, hidden=32, key=KEY, dtype=jnp.float64)
+    for k, (layer, c_in, c_out) in enumerate(zip(block.layers, (6, 32, 32), (32, 32, 5))):
+        w = np.asarray(layer.weight) / (0.5 if k == 2 else 1.0)
+        limit = np.sqrt(6 / ((c_in + c_out) * 9))  # Glorot uniform: fan_in + fan_out = (c_in + c_out) * 3 * 3
+        assert np.all(np.abs(w) <= limit) and np.abs(w).max() > 0.9 * limit
+        assert np.var(w) == pytest.approx(limit**2 / 3, rel=0.15)  # uniform: variance limit^2 / 3
+        np.testing.assert_array_equal(layer.bias, 0.0)
+        assert not np.allclose(default.layers[k].bias, 0.0)  # equinox's default: nonzero biases
+    with pytest.raises(ValueError, match=r"weight_init to be one of \('default', 'glorot'\), got 'xavier'"):
+        ConvStack(6, 5, weight_init="xavier", key=KEY)
+    lpd = LearnedPrimalDual(RadonTransform(ParallelBeamGeometry.uniform((8, 8), 4)), num_iterations=2, hidden=4,
+                            weight_init="glorot", key=KEY)
+    np.testing.assert_array_equal(lpd.primal.layers[0].bias, 0.0)
+
+
 # ------------------------------------------------------------------------------------------------
 # Learned primal-dual
 # ------------------------------------------------------------------------------------------------

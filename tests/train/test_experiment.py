@@ -30,6 +30,9 @@ def test_config_is_json_and_overrides_nest():
     paper = experiment_config("lpd", "paper")
     assert (paper["data"]["size"], paper["data"]["num_detectors"]) == (128, 183)
     assert paper["model_options"]["num_iterations"] == 10 and paper["model_options"]["hidden"] == 32
+    # the authors' code: zero start, Glorot weights, Adam b2 = 0.99, batches of 5, 1e5 steps
+    assert (paper["model_options"]["init"], paper["model_options"]["weight_init"]) == ("zero", "glorot")
+    assert (paper["train"]["b2"], paper["train"]["batch_size"], paper["train"]["steps"]) == (0.99, 5, 100000)
     standard = experiment_config("lpd", "standard")
     assert standard["data"] == paper["data"]  # the paper's data setting, with the CPU-sized recipe
     assert standard["model_options"] == experiment_config("lpd", "quick")["model_options"]

@@ -83,8 +83,8 @@ def _numpy_adam(grad_fn, w, num_steps, lr, clip, warmup, b1=0.9, b2=0.999, eps=1
     return ws, losses
 
 
-@pytest.mark.parametrize("clip, warmup", [(None, 0), (0.5, 3)])
-def test_default_optimizer_matches_numpy(clip, warmup):
+@pytest.mark.parametrize("clip, warmup, b2", [(None, 0, 0.999), (0.5, 3, 0.999), (0.5, 0, 0.99)])
+def test_default_optimizer_matches_numpy(clip, warmup, b2):
     a = np.array([3.0, -1.0, 0.5])
     target = np.array([1.0, 2.0, -1.0])
 
@@ -92,7 +92,7 @@ def test_default_optimizer_matches_numpy(clip, warmup):
         r = w * a - target
         return float(r @ r), float(2 * r @ a)
 
-    opt = default_optimizer(0.1, num_steps=10, clip=clip, warmup=warmup)
+    opt = default_optimizer(0.1, num_steps=10, clip=clip, warmup=warmup, b2=b2)
     w, state = jnp.asarray(2.0), opt.init(jnp.asarray(2.0))
     ours = []
     for _ in range(10):
@@ -100,7 +100,7 @@ def test_default_optimizer_matches_numpy(clip, warmup):
         updates, state = opt.update(jnp.asarray(g), state, w)
         w = optax.apply_updates(w, updates)
         ours.append(float(w))
-    ref, _ = _numpy_adam(grad_fn, 2.0, 10, 0.1, clip, warmup)
+    ref, _ = _numpy_adam(grad_fn, 2.0, 10, 0.1, clip, warmup, b2=b2)
     # optax evaluates the warm-up ramp (int32 step count / int) in float32: ~1e-7 relative
     np.testing.assert_allclose(ours, ref, rtol=1e-6 if warmup else 1e-12)
 
@@ -292,6 +292,8 @@ def test_fit_validation():
         default_optimizer(1e-3, num_steps=10, warmup=10)
     with pytest.raises(ValueError, match="learning_rate must be a positive number"):
         default_optimizer(-1.0, num_steps=10)
+    with pytest.raises(ValueError, match=r"b2 must be a number in \[0, 1\), got 1.0"):
+        default_optimizer(1e-3, num_steps=10, b2=1.0)
     with pytest.raises(ValueError, match="clip must be a positive number or None"):
         default_optimizer(1e-3, num_steps=10, clip=0)
     # zero steps: nothing to do, the model comes back unchanged
