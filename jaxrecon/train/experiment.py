@@ -148,10 +148,13 @@ _TRAIN = {
 }
 
 _TRAIN["quick15"] = _TRAIN["quick"]
-# LoDoPaB-CT: the paper's models, batch sizes and learning rates, one pass over the training split
+# LoDoPaB-CT: the paper's models, batch sizes and learning rates (LPD: batch 1, the 362 x 362 images being
+# large), one pass over the training split
 _MODEL["lodopab"] = _MODEL["paper"]
 _TRAIN["lodopab"] = {
-    name: dict(t, steps=-(-SPLITS["train"] // t["batch_size"])) for name, t in _TRAIN["paper"].items()
+    name: dict(t, steps=-(-SPLITS["train"] // bs), batch_size=bs)
+    for name, t in _TRAIN["paper"].items()
+    for bs in [1 if name == "lpd" else t["batch_size"]]
 }
 
 PRESETS = tuple(_DATA)
@@ -397,9 +400,9 @@ def load_pretrained(name: str = "lpd_quick", dtype=None):
     """`(model, data)` of a model shipped inside the package (`jaxrecon/pretrained/<name>/`).
 
     `lpd_quick`: learned primal-dual, quick preset (64 x 64, 30 views, 91 detectors, 5% noise),
-    step 10331 of `jaxrecon train --model lpd --preset quick --steps 12000` (seed 0, float32; the full
-    checkpoint, to resume from, is `benchmarks/checkpoints/lpd_quick_12k`; its scores are in
-    `benchmarks/results/long_lpd_quick_12k.md`).
+    the 8000 steps of `jaxrecon train --model lpd --preset quick --steps 8000` (seed 0, float32, Glorot
+    initialisation and Adam b2 0.99; the full checkpoint is `benchmarks/checkpoints/lpd_quick_8k`; its
+    scores are the LPD row of `benchmarks/results/comparison_quick.md`).
 
     Example:
         >>> model, data = load_pretrained()
