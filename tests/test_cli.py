@@ -227,7 +227,7 @@ def test_python_dash_m_help():
 
 def test_default_demo_runs_fbp_tv_and_the_shipped_lpd(tmp_path, capsys):
     # the default setting is the shipped model's (64x64, 30 views, 5% noise); same data and truth as
-    # benchmarks/comparison.py --preset quick: FBP(hann) 21.63, TV 25.46 dB; shipped LPD 27.94 dB (long_lpd_quick_12k)
+    # benchmarks/comparison.py --preset quick: FBP(hann) 21.63, TV 25.46 dB; shipped LPD 28.17 dB (lpd_quick_8k)
     assert main(["demo", "--output", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "demo.json").read_text())
     assert set(result["methods"]) == {"tv", "lpd"}
