@@ -99,7 +99,8 @@ class ConvStack(eqx.Module):
             for c_in, c_out, k in zip(widths[:-1], widths[1:], keys)
         ]
         if weight_init == "glorot":
-            layers = [_glorot(layer, k) for layer, k in zip(layers, jax.random.split(jax.random.fold_in(key, 1), num_layers))]
+            glorot_keys = jax.random.split(jax.random.fold_in(key, 1), num_layers)
+            layers = [_glorot(layer, k) for layer, k in zip(layers, glorot_keys)]
         layers[-1] = eqx.tree_at(lambda c: (c.weight, c.bias), layers[-1], replace_fn=lambda a: a * last_scale)
         self.layers = tuple(layers)
         self.activations = tuple(PReLU(hidden, dtype=dtype) for _ in range(num_layers - 1))

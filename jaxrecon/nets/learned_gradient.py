@@ -34,8 +34,9 @@ class LearnedGradientDescent(eqx.Module):
 
     for $k < K$; returns $x_K$. $\Lambda$ is a `ConvStack` (three 3x3 convolutions
     `hidden`-`hidden`-(1+$N_m$), PReLU). Defaults follow the paper: 10 iterations, 5 memory channels,
-    width 32; `last_scale` and `weight_init` set the `ConvStack`'s initialisation. `block` (optional): a factory `key -> network` mapping `(2 + N_m, H, W) -> (1 + N_m, H, W)`
-    used instead of the `ConvStack` (any Equinox module, e.g. a Flax network wrapped by `from_flax`).
+    width 32; `last_scale` and `weight_init` set the `ConvStack`'s initialisation. `block` (optional): a
+    factory `key -> network` mapping `(2 + N_m, H, W) -> (1 + N_m, H, W)` used instead of the `ConvStack`
+    (any Equinox module, e.g. a Flax network wrapped by `from_flax`).
     Per-iteration weights (stacked, `lax.scan`) unless `shared=True`. Any `LinearOperator`
     with real `(H, W)` images (Radon, blur, subsampled Fourier). Call on ONE measurement:
     `model(y, op) -> x`.

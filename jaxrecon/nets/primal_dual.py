@@ -41,8 +41,9 @@ class LearnedPrimalDual(eqx.Module):
     sinogram: angles x detectors). The defaults are the paper's: 10 iterations, 5 primal and 5 dual
     channels, width 32: about 2.5e5 parameters. `last_scale` and `weight_init` set the `ConvStack`s'
     initialisation (`weight_init="glorot"` with `init="zero"` is the authors' code). Weights differ per
-    iteration (stacked along a leading axis and iterated by `lax.scan`) unless `shared=True`. `primal_block` / `dual_block` (optional):
-    factories `key -> network` replacing the `ConvStack`s, mapping `(N_p + 1, H, W) -> (N_p, H, W)` and
+    iteration (stacked along a leading axis and iterated by `lax.scan`) unless `shared=True`.
+    `primal_block` / `dual_block` (optional): factories `key -> network` replacing the `ConvStack`s,
+    mapping `(N_p + 1, H, W) -> (N_p, H, W)` and
     `(N_d + 2c, *data) -> (N_d, *data)` ($c$ = 1, or 2 for complex data), e.g. Flax networks through
     `from_flax`.
 

@@ -151,11 +151,10 @@ _TRAIN["quick15"] = _TRAIN["quick"]
 # LoDoPaB-CT: the paper's models, batch sizes and learning rates (LPD: batch 1, the 362 x 362 images being
 # large), one pass over the training split
 _MODEL["lodopab"] = _MODEL["paper"]
-_TRAIN["lodopab"] = {
-    name: dict(t, steps=-(-SPLITS["train"] // bs), batch_size=bs)
-    for name, t in _TRAIN["paper"].items()
-    for bs in [1 if name == "lpd" else t["batch_size"]]
-}
+_TRAIN["lodopab"] = {name: dict(t) for name, t in _TRAIN["paper"].items()}
+_TRAIN["lodopab"]["lpd"]["batch_size"] = 1
+for _t in _TRAIN["lodopab"].values():
+    _t["steps"] = -(-SPLITS["train"] // _t["batch_size"])
 
 PRESETS = tuple(_DATA)
 
@@ -331,7 +330,8 @@ def train(config: dict, directory=None, *, progress: bool = True, mesh=None, dty
         model,
         loss_fn,
         batch_fn,
-        default_optimizer(t["learning_rate"], num_steps=t["steps"], clip=t["clip"], b2=t.get("b2", 0.999)),
+        default_optimizer(t["learning_rate"], num_steps=t["steps"], clip=t["clip"],
+                          **{k: t[k] for k in ("b2",) if k in t}),  # b2: optax's default unless the config sets it
         t["steps"],
         validate_fn=lambda m: evaluate(m, op, val, timed=False),
         validate_every=t["validate_every"],
