@@ -18,7 +18,9 @@ steps. An "oracle" TV row (weight tuned on Shepp-Logan itself) is reported for r
 
 Training runs are checkpointed under --runs (default benchmarks/runs/<preset>/<model>) and resumed
 if interrupted; --fresh deletes them first; --minutes M trains each model at most M more minutes, then
-evaluates it as it stands (its row says how many of its steps it had). Writes
+evaluates it as it stands (its row says how many of its steps it had); --keep copies the rows of the
+learned models not in --models from the committed table of the same preset and data (retrain one model
+without the others' runs; the table names the run they come from). Writes
 benchmarks/results/comparison_<preset>.json, .md and .png. With --export-lpd DIR the trained learned
 primal-dual is also copied to DIR (that is how the demo's shipped model is produced).
 """
@@ -26,6 +28,7 @@ primal-dual is also copied to DIR (that is how the demo's shipped model is produ
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from pathlib import Path
@@ -194,6 +197,9 @@ def main(argv=None):
                          "model=N,... for some (longer runs, e.g. lpd=12000,lgd=6000)")
     ap.add_argument("--minutes", type=float, default=None,
                     help="train each model at most this many more minutes, then evaluate it as it stands")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the rows of the learned models not in --models from the existing "
+                         "comparison_<preset>.json (same data), marked with the run they come from")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if args.minutes is not None and not args.minutes > 0:
@@ -207,6 +213,13 @@ def main(argv=None):
     runs = Path(args.runs) if args.runs else HERE / "runs" / preset
 
     base = experiment_config("lpd", preset)
+    stem = Path(args.out) / f"comparison_{preset}"
+    kept, kept_from = [], None
+    if args.keep:
+        try:
+            kept, kept_from = kept_rows(stem.with_suffix(".json"), base["data"], models)
+        except ValueError as e:
+            ap.error(str(e))
     data = build_data(base)
     op = data.operator
     vs = base["train"]["validation_size"]
@@ -266,13 +279,33 @@ def main(argv=None):
             export(directory, Path(args.export_lpd))
 
     total = time.perf_counter() - start
+    order = list(LABELS)
+    rows = sorted(rows + kept, key=lambda r: order.index(r["method"]))
     meta = dict(preset=preset, data=base["data"], **environment(), total_seconds=total,
                 tv_iterations=TV_ITERATIONS[preset], steps_override=args.steps or None, models=list(models),
-                minutes=args.minutes)
-    stem = Path(args.out) / f"comparison_{preset}"
+                minutes=args.minutes, kept_from=kept_from)
     write_results(stem.name, dict(meta=meta, rows=rows), markdown(meta, rows), stem.parent)
     figure(sl.x, recons, rows, stem.with_suffix(".png"))
     print(f"total {total / 60:.1f} min; wrote {stem}.json/.md/.png", flush=True)
+
+
+def kept_rows(path: Path, data: dict, models) -> tuple[list, list | None]:
+    """The learned rows of an earlier table (`path`) for the models not in `models`, and where they come from."""
+    if not path.is_file():
+        raise ValueError(f"--keep needs an earlier table to keep rows from, but {path} does not exist")
+    old = json.loads(path.read_text())
+    if old["meta"]["data"] != data:
+        raise ValueError(f"--keep: {path} was made on other data ({old['meta']['data']}), not {data}")
+    here = dict(date=old["meta"]["date"], command="python benchmarks/comparison.py " + command_args(old["meta"]))
+    rows = [dict(r, from_run=r.get("from_run", here)) for r in old["rows"]
+            if r["method"] in MODELS and r["method"] not in models]
+    runs = []  # each earlier run once, with its models (a row kept twice keeps its first run)
+    for r in rows:
+        entry = next((e for e in runs if e["date"] == r["from_run"]["date"]), None)
+        if entry is None:
+            runs.append(entry := dict(r["from_run"], models=[]))
+        entry["models"].append(r["method"])
+    return rows, runs or None
 
 
 def export(directory: Path, target: Path):
@@ -302,16 +335,27 @@ def _minutes_arg(meta):
     return "" if meta.get("minutes") is None else f" --minutes {meta['minutes']:g}"
 
 
+def command_args(meta) -> str:
+    keep = " --keep" if meta.get("kept_from") else ""
+    return f"--preset {meta['preset']}{_models_arg(meta)}{_steps_arg(meta)}{_minutes_arg(meta)}{keep}"
+
+
 def markdown(meta, rows) -> str:
     d = meta["data"]
+    kept = meta.get("kept_from")
     lines = [
         f"# Learned vs classical reconstruction: preset `{meta['preset']}`",
         "",
-        f"`python benchmarks/comparison.py --preset {meta['preset']}{_models_arg(meta)}{_steps_arg(meta)}"
-        f"{_minutes_arg(meta)}` on {meta['device_kind']} "
+        f"`python benchmarks/comparison.py {command_args(meta)}` on {meta['device_kind']} "
         f"({meta['cpu_count']} CPU cores visible), jax {meta['jax']}, {meta['date']}; whole run "
         f"{meta['total_seconds'] / 60:.1f} min.",
         "",
+    ]
+    for run in kept or ():
+        names = ", ".join(LABELS[m] for m in run["models"])
+        lines += [f"Rows kept (`--keep`) from the earlier run of {run['date']} (`{run['command']}`), training-step "
+                  f"profile included: {names}.", ""]
+    lines += [
         f"Setting: {d['size']} x {d['size']} images, {d['num_angles']} views in [0, pi), {d['num_detectors']} "
         f"detectors, {100 * d['noise']:g}% relative Gaussian noise on the exact analytic sinogram; trained on "
         f"random ellipses (`{d['preset']}`), tested on the modified Shepp-Logan phantom (truth: 4x4 "
