@@ -250,7 +250,9 @@ def test_nonnegative_1d_vs_scipy_qp():
         constraints={"type": "ineq", "fun": lambda z: g @ z, "jac": lambda z: g},
         options={"ftol": 1e-15, "maxiter": 1000},
     )
-    assert res.success
+    # At this tolerance SLSQP may stop at the rounding limit (status 8, "positive directional derivative
+    # for linesearch") depending on the CPU and BLAS, with the optimum reached: the comparison checks the point.
+    assert res.success or res.status == 8, res.message
     exact = res.x[:n]
     assert exact.min() < 1e-8 and f.min() < -0.2  # the constraint is active
     den = tv_denoise(jnp.asarray(f), alpha, nonnegative=True, max_iter=1000)
