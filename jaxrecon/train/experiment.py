@@ -403,6 +403,9 @@ def load_pretrained(name: str = "lpd_quick", dtype=None):
     the 8000 steps of `jaxrecon train --model lpd --preset quick --steps 8000` (seed 0, float32, Glorot
     initialisation and Adam b2 0.99; the full checkpoint is `benchmarks/checkpoints/lpd_quick_8k`; its
     scores are the LPD row of `benchmarks/results/comparison_quick.md`).
+    `lpd_standard`: learned primal-dual, standard preset (128 x 128, 30 views, 183 detectors, 5% noise:
+    Adler & Öktem's data), the preset's 5000 steps with the same recipe (full checkpoint
+    `benchmarks/checkpoints/lpd_standard_5k`; scores: the LPD row of `comparison_standard.md`).
 
     Example:
         >>> model, data = load_pretrained()

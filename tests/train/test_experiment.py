@@ -111,13 +111,20 @@ def test_unknown_pretrained_name():
 
 
 @pytest.mark.slow
-def test_shipped_lpd_beats_fbp_on_shepp_logan():
+@pytest.mark.parametrize("name, table", [("lpd_quick", "comparison_quick"), ("lpd_standard", "comparison_standard")])
+def test_shipped_lpd_reproduces_its_table_row(name, table):
+    import json
+    from pathlib import Path
+
     from jaxrecon.metrics import psnr
     from jaxrecon.operators import fbp
 
-    model, data = load_pretrained("lpd_quick")  # float32 as saved, also under x64
+    model, data = load_pretrained(name)  # float32 as saved, also under x64
     sample = shepp_logan_sample(data)
     x = eqx.filter_jit(lambda m, y: m(y, data.operator))(model, sample.y)
     p_lpd = float(psnr(x, sample.x, data_range=1.0))
     p_fbp = float(psnr(fbp(sample.y, data.geometry, "hann"), sample.x, data_range=1.0))
     assert p_lpd > p_fbp + 3, (p_lpd, p_fbp)
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / f"{table}.json"
+    row = next(r for r in json.loads(results.read_text())["rows"] if r["method"] == "lpd")
+    assert abs(p_lpd - row["shepp_logan"][0]) < 0.05, (p_lpd, row["shepp_logan"][0])
